@@ -1,0 +1,73 @@
+/*
+ * Scratch pages inside another process, stopped under ptrace (x86-64).
+ *
+ * The caller is the tracer: it attached to the target with PTRACE_SEIZE and set
+ * PTRACE_O_TRACESYSGOOD, and it is the thread that attached. The space maps pages by
+ * injecting system calls into one stopped thread of the target, which the tracer names
+ * with ptss_space_ptrace_use_thread before each call that may map or unmap (claim,
+ * enable, fork, detach).
+ *
+ * An injection runs in a thread that is in a ptrace-stop whose pending signal, if any,
+ * the tracer means to suppress (an event stop, a PTRACE_INTERRUPT stop, or the SIGTRAP of
+ * a breakpoint) — never a syscall-entry-stop. Afterwards the thread is back in an
+ * equivalent stop with every register and its signal mask exactly as before; a thread
+ * that was stopped inside a restartable system call (read on a pipe, say) restarts it
+ * when resumed, as if nothing had happened. The target's code is never modified: the
+ * injected `syscall` instruction is one the target already has (its vDSO, or its libc).
+ *
+ * Pages live in a memfd created inside the target ("memfd:ptss"), mapped there
+ * PROT_NONE and committed read+execute page by page; the tracer writes them through its
+ * own read+write mapping of the same memfd, opened through /proc/PID/fd. No mapping is
+ * writable and executable.
+ */
+#ifndef PTSS_PTRACE_H
+#define PTSS_PTRACE_H
+
+#include <ptss/space.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * A space over process `pid` (a thread-group id). `tid` is the stopped thread to inject
+ * into at first. NULL + errno: ESRCH (no such process), EPERM (seccomp forbids what ptss
+ * needs; see ptss_ptrace_check_seccomp).
+ */
+PTSS_API ptss_space *ptss_space_ptrace_new(pid_t pid, pid_t tid);
+
+/* The stopped thread through which the space's next injections run. */
+PTSS_API void ptss_space_ptrace_use_thread(ptss_space *s, pid_t tid);
+
+/*
+ * The target exec'd or exited: forget the cached syscall instruction and the target's
+ * /proc files. (ptss_exec_exit releases the reservation itself; call this after it.)
+ */
+PTSS_API void ptss_space_ptrace_reset(ptss_space *s);
+
+/* Injections made so far by this space: the cost model of growth and fork clean-up. */
+PTSS_API unsigned long ptss_space_ptrace_injections(const ptss_space *s);
+
+/*
+ * Runs system call `nr` with `args` in stopped thread tid of process pid and returns its
+ * result (a negative errno for the target's errors), or a negative errno for ptss's own:
+ * ESRCH when the thread died or was killed meanwhile, ENOEXEC when the target has no
+ * syscall instruction to borrow, EIO for an unexpected stop. `insn` is the address of a
+ * syscall instruction in the target (0: find one). For tests and measurements; the space
+ * uses the same path.
+ */
+PTSS_API long ptss_ptrace_syscall(pid_t pid, pid_t tid, uint64_t insn, long nr, const long args[6]);
+
+/*
+ * Is the target's seccomp mode such that ptss may inject mmap, mprotect, munmap,
+ * memfd_create, ftruncate and close? 0: yes (no filter, or every filter allows them).
+ * -EPERM: a filter would refuse or kill on one of them (or strict mode), and *why names it.
+ * -EACCES: filters are present but cannot be read (reading them needs CAP_SYS_ADMIN).
+ */
+PTSS_API int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PTSS_PTRACE_H */

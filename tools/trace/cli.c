@@ -1,0 +1,137 @@
+/* The command line of `ptss trace`, into struct settings. */
+#include "tracer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+	"usage: ptss trace [options] PROBE... [-- COMMAND [ARG...]]\n"
+	"       ptss trace [options] -p PID PROBE...\n"
+	"\n"
+	"Counts how often each thread enters the given functions, exactly, without ever\n"
+	"removing a breakpoint: each hit runs its displaced instruction out of line in the\n"
+	"thread's own scratch entry inside the traced process.\n"
+	"\n"
+	"PROBE is FUNC (in the main executable) or MODULE:FUNC; MODULE is a path or a\n"
+	"library's short name as mapped (libc, liblzma); FUNC may be a glob (lzma_crc*).\n"
+	"\n"
+	"  -p PID              attach to a running process and all its threads\n"
+	"  -f                  follow forked children and their execs\n"
+	"  -o FILE             write the report to FILE (default: stderr)\n"
+	"  --format table|json report format (default: table)\n"
+	"  --interval SECONDS  print a live summary to stderr every SECONDS\n"
+	"  --duration SECONDS  detach after SECONDS\n"
+	"  --entry-size BYTES  scratch entry size, a power of two >= 16 (default 64)\n"
+	"  -q                  no informational messages\n"
+	"  -h, --help          this help\n"
+	"\n"
+	"Ctrl-C or SIGTERM detaches cleanly and prints the report. Exit status: the command's\n"
+	"own when ptss started it; 0 after attaching with -p; 2 usage error; 3 probe error;\n"
+	"4 cannot attach or start; 5 tracing failed.\n";
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("ptss: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (try 'ptss trace --help')\n", stderr);
+	va_end(ap);
+	return PTSS_EXIT_USAGE;
+}
+
+static bool parse_seconds(const char *arg, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(arg, &end);
+	if (errno || end == arg || *end || !(v > 0) || v > 1e7)
+		return false;
+	*out = v;
+	return true;
+}
+
+int settings_parse(struct settings *s, int argc, char **argv)
+{
+	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE };
+	static const struct option longopts[] = {
+		{ "format", required_argument, NULL, OPT_FORMAT },
+		{ "interval", required_argument, NULL, OPT_INTERVAL },
+		{ "duration", required_argument, NULL, OPT_DURATION },
+		{ "entry-size", required_argument, NULL, OPT_ENTRY_SIZE },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	*s = (struct settings){ .format = FORMAT_TABLE, .entry_size = 64 };
+	int c;
+	optind = 1;
+	opterr = 0;
+	/* "+": stop at the first non-option, so that the command's own options stay its own. */
+	while ((c = getopt_long(argc, argv, "+p:fo:qh", longopts, NULL)) != -1) {
+		char *end;
+		long v;
+		switch (c) {
+		case 'p':
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || v <= 0 || v > INT_MAX)
+				return usage_error("-p: not a process id: '%s'", optarg);
+			s->pid = (pid_t)v;
+			break;
+		case 'f': s->follow = true; break;
+		case 'o': s->output = optarg; break;
+		case 'q': s->quiet = true; break;
+		case 'h': fputs(usage_text, stdout); return PTSS_EXIT_OK;
+		case OPT_FORMAT:
+			if (!strcmp(optarg, "table"))
+				s->format = FORMAT_TABLE;
+			else if (!strcmp(optarg, "json"))
+				s->format = FORMAT_JSON;
+			else
+				return usage_error("--format: '%s' is neither table nor json", optarg);
+			break;
+		case OPT_INTERVAL:
+			if (!parse_seconds(optarg, &s->interval))
+				return usage_error("--interval: not a positive number of seconds: '%s'", optarg);
+			break;
+		case OPT_DURATION:
+			if (!parse_seconds(optarg, &s->duration))
+				return usage_error("--duration: not a positive number of seconds: '%s'", optarg);
+			break;
+		case OPT_ENTRY_SIZE:
+			errno = 0;
+			v = strtol(optarg, &end, 10);
+			if (errno || *end || v < 16 || v > 4096 || (v & (v - 1)))
+				return usage_error("--entry-size: not a power of two from 16 to 4096: '%s'", optarg);
+			s->entry_size = (size_t)v;
+			break;
+		case '?':
+		default:
+			if (optopt && optopt < 256)
+				return usage_error("unknown option or missing argument: -%c", optopt);
+			return usage_error("unknown option: '%s'", argv[optind - 1]);
+		}
+	}
+	/* PROBE... up to "--", then the command. */
+	s->probes = &argv[optind];
+	int i = optind;
+	while (i < argc && strcmp(argv[i], "--"))
+		i++;
+	s->nprobes = i - optind;
+	if (i < argc) {
+		s->command = &argv[i + 1];
+		if (!s->command[0])
+			return usage_error("no command after '--'");
+	}
+	if (s->nprobes == 0)
+		return usage_error("no probe given");
+	if (!s->pid && !s->command)
+		return usage_error("give -p PID or -- COMMAND");
+	if (s->pid && s->command)
+		return usage_error("give -p PID or -- COMMAND, not both");
+	return -1;
+}

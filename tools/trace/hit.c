@@ -1,0 +1,190 @@
+/*
+ * One probe hit: count it, then run the displaced instruction out of line in the thread's
+ * own scratch entry (one ptrace stop, nothing removed). A thread stopped for a signal
+ * while inside its entry is first put back into the original code, so that a handler's
+ * own hit can reuse the entry. A thread without an entry takes the fallback, which needs
+ * no scratch: the process is stopped, the original byte put back for one single-step.
+ */
+#define _GNU_SOURCE
+#include "tracer.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+void hit_count(struct tracer *t, struct thread *th, const struct site *s)
+{
+	(void)t;
+	struct row *r = s->row;
+	if (r->index >= th->ncounts) {
+		size_t n = t->nrows;
+		th->counts = realloc(th->counts, n * sizeof(*th->counts));
+		if (!th->counts)
+			abort();
+		memset(th->counts + th->ncounts, 0, (n - th->ncounts) * sizeof(*th->counts));
+		th->ncounts = n;
+	}
+	th->counts[r->index]++;
+	r->hits++;
+}
+
+void thread_fold_counts(struct tracer *t, struct thread *th)
+{
+	for (size_t i = 0; i < th->ncounts; i++) {
+		if (!th->counts[i])
+			continue;
+		struct row *r = t->rows[i];
+		if (r->nthreads == r->cap) {
+			r->cap = r->cap ? r->cap * 2 : 8;
+			r->threads = realloc(r->threads, r->cap * sizeof(*r->threads));
+			if (!r->threads)
+				abort();
+		}
+		r->threads[r->nthreads++] = (struct thread_count){ th->tid, th->counts[i] };
+		th->counts[i] = 0;
+	}
+}
+
+/* The same registers as when the thread was unwound before its instruction ran? */
+static bool is_rerun(const struct thread *th, const struct user_regs_struct *regs)
+{
+	struct user_regs_struct a = th->rerun_regs, b = *regs;
+	a.rip = b.rip = 0;
+	a.eflags = b.eflags = 0; /* int3 leaves RF and TF as they were; do not depend on them */
+	return memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
+{
+	if (!th->last || !th->entry)
+		return false;
+	bool rerun = false;
+	uint64_t entry = ptss_entry_addr(th->proc->scratch, th->entry);
+	if (reloc_unwind(&th->last->plan, entry, &th->hit, regs, &rerun))
+		return false; /* not inside its entry */
+	th->last = NULL;
+	th->rerun = rerun;
+	if (rerun)
+		th->rerun_regs = *regs;
+	return true;
+}
+
+/* Stops every other thread of th's process; their stops are queued for the loop. */
+static void stop_others(struct tracer *t, struct thread *th);
+static void resume_others(struct tracer *t, struct thread *th);
+
+/*
+ * The fallback: with every other thread of the process stopped, the original byte goes
+ * back for one single-step of this thread, with its signals blocked so that nothing but
+ * the displaced instruction runs, then int3 returns.
+ */
+static int fallback(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s)
+{
+	struct process *p = th->proc;
+	uint64_t mask, all = ~0ull;
+	int err = 0, status;
+	t->fallbacks++;
+	stop_others(t, th);
+	if (ptrace(PTRACE_GETSIGMASK, th->tid, sizeof(mask), &mask) ||
+	    ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(all), &all) ||
+	    ptrace(PTRACE_SETREGS, th->tid, 0, regs) || mem_write(p, s->addr, &s->orig, 1) ||
+	    ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0))
+		err = -errno;
+	while (!err) {
+		if (waitpid(th->tid, &status, __WALL) < 0 || !WIFSTOPPED(status)) {
+			err = -ESRCH;
+			break;
+		}
+		if (WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0)
+			break; /* the step is done */
+		ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0); /* an event stop on the way */
+	}
+	uint8_t int3 = 0xcc;
+	mem_write(p, s->addr, &int3, 1);
+	if (err != -ESRCH)
+		ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(mask), &mask);
+	resume_others(t, th);
+	if (!err && ptrace(PTRACE_CONT, th->tid, 0, 0))
+		err = -errno;
+	return err;
+}
+
+int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s)
+{
+	regs->rip = s->addr;
+	if (th->rerun && is_rerun(th, regs))
+		th->rerun = false; /* interrupted by a signal before it ran: counted already */
+	else if (s->row)
+		hit_count(t, th, s);
+	th->rerun = false;
+
+	uint64_t load_at, loaded;
+	const uint64_t *loaded_ptr = NULL;
+	if (reloc_hit_load_addr(&s->plan, regs, &load_at) && !mem_read(th->proc, load_at, &loaded, 8))
+		loaded_ptr = &loaded;
+	struct reloc_hit hit;
+	int err;
+	if (reloc_plan_entry_need(&s->plan) == 0) {
+		uint8_t unused[RELOC_ENTRY_MAX];
+		err = reloc_hit_prepare(&s->plan, 0, unused, sizeof(unused), regs, loaded_ptr, &hit);
+	} else if (th->entry) {
+		ptss_proc *sc = th->proc->scratch;
+		err = reloc_hit_prepare(&s->plan, ptss_entry_addr(sc, th->entry), ptss_entry_view(sc, th->entry),
+					ptss_entry_size(sc), regs, loaded_ptr, &hit);
+		th->last = s;
+		th->hit = hit;
+	} else {
+		return fallback(t, th, regs, s);
+	}
+	if (err)
+		return err;
+	if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
+		return -errno;
+	return 0;
+}
+
+/* ---- stopping the other threads of a process, for the fallback ---- */
+
+static void stop_others(struct tracer *t, struct thread *th)
+{
+	for (size_t i = 0; i < t->tcap; i++) {
+		struct thread *u = t->threads[i];
+		if (u && u != th && u->proc == th->proc && !u->held) {
+			ptrace(PTRACE_INTERRUPT, u->tid, 0, 0);
+			u->stopping = true;
+		}
+	}
+	for (size_t i = 0; i < t->tcap; i++) {
+		struct thread *u = t->threads[i];
+		if (!u || !u->stopping)
+			continue;
+		int status;
+		if (waitpid(u->tid, &status, __WALL) < 0)
+			continue;
+		u->stopping = false;
+		u->held = true;
+		/* Any stop will do: an event or a hit that came first is kept for the loop, and
+		 * the interrupt stop that is still due is swallowed when it comes. */
+		if ((status >> 16) != PTRACE_EVENT_STOP || !WIFSTOPPED(status))
+			loop_defer(t, u->tid, status);
+		else
+			u->held_by_interrupt = true;
+	}
+}
+
+static void resume_others(struct tracer *t, struct thread *th)
+{
+	for (size_t i = 0; i < t->tcap; i++) {
+		struct thread *u = t->threads[i];
+		if (u && u != th && u->held && u->held_by_interrupt) {
+			u->held = u->held_by_interrupt = false;
+			ptrace(PTRACE_CONT, u->tid, 0, 0);
+		} else if (u && u != th && u->held) {
+			u->held = false;
+			u->stale_interrupt = true; /* its deferred stop is handled by the loop */
+		}
+	}
+}
