@@ -145,7 +145,7 @@ int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len)
 		{ "close", SYS_close, { 3 } },
 	};
 	uint64_t insn = _ptss_find_syscall_insn(pid);
-	int err = 0;
+	int err = 0, refused = 0;
 	for (unsigned long index = 0; !err; index++) {
 		long n = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, NULL);
 		if (n < 0) {
@@ -169,14 +169,21 @@ int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len)
 						  .instruction_pointer = insn };
 			memcpy(d.args, calls[c].args, sizeof(d.args));
 			uint32_t action = bpf_run(f, (size_t)n, &d) & SECCOMP_RET_ACTION_FULL;
-			if (action != SECCOMP_RET_ALLOW && action != SECCOMP_RET_LOG) {
-				snprintf(why, why_len, "the seccomp filter of process %d forbids %s "
-					 "(action 0x%x): ptss cannot map scratch pages there",
-					 (int)pid, calls[c].name, action);
-				err = -EPERM;
+			if (action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG)
+				continue;
+			if (action == SECCOMP_RET_ERRNO) {
+				/* Refused with an error: the injection fails cleanly, the target is fine. */
+				snprintf(why, why_len, "the seccomp filter of process %d refuses %s: "
+					 "no scratch pages can be mapped there", (int)pid, calls[c].name);
+				refused = 1;
+				continue;
 			}
+			snprintf(why, why_len, "the seccomp filter of process %d would %s on %s: "
+				 "ptss must not inject it", (int)pid,
+				 action == SECCOMP_RET_TRAP ? "raise SIGSYS" : "kill or stop it", calls[c].name);
+			err = -EPERM;
 		}
 		free(f);
 	}
-	return err;
+	return err ? err : refused;
 }

@@ -33,6 +33,16 @@ static int trace_main(int argc, char **argv)
 			rc = PTSS_EXIT_USAGE;
 			goto out;
 		}
+		/* A module named by path must be an ELF file now, whenever it gets mapped. */
+		struct sym_file *f;
+		if (t.specs[i].parsed.module_is_path &&
+		    sym_open(t.specs[i].parsed.module, SYM_HEADERS_ONLY, &f, err, sizeof(err)) < 0) {
+			msg("probe %s: %s", set.probes[i], err);
+			rc = PTSS_EXIT_PROBE;
+			goto out;
+		} else if (t.specs[i].parsed.module_is_path) {
+			sym_close(f);
+		}
 	}
 	if (set.pid) {
 		char path[64];
@@ -55,7 +65,7 @@ static int trace_main(int argc, char **argv)
 	if (rc == 0)
 		rc = loop_setup(&t);
 	if (rc) {
-		loop_detach(&t); /* whatever was seized goes back untouched */
+		loop_detach_stopped(&t); /* whatever was seized goes back untouched */
 		if (t.child && !t.child_exited) {
 			kill(t.child, SIGKILL); /* never ran user code: it stopped at its exec */
 			waitpid(t.child, NULL, 0);

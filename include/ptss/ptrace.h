@@ -60,10 +60,15 @@ PTSS_API unsigned long ptss_space_ptrace_injections(const ptss_space *s);
 PTSS_API long ptss_ptrace_syscall(pid_t pid, pid_t tid, uint64_t insn, long nr, const long args[6]);
 
 /*
- * Is the target's seccomp mode such that ptss may inject mmap, mprotect, munmap,
- * memfd_create, ftruncate and close? 0: yes (no filter, or every filter allows them).
- * -EPERM: a filter would refuse or kill on one of them (or strict mode), and *why names it.
- * -EACCES: filters are present but cannot be read (reading them needs CAP_SYS_ADMIN).
+ * May ptss inject mmap, mprotect, munmap, memfd_create, ftruncate and close into the
+ * target, given its seccomp filters (run here on those very calls)?
+ *   0       yes: no filter, or every filter allows them;
+ *   1       a filter refuses one with an error: injecting is harmless but no page can be
+ *           mapped (claims fail; a tracer falls back), *why says which;
+ *   -EPERM  a filter would kill, trap or stop on one (or strict mode): never inject;
+ *   -EACCES filters are present but cannot be read (that needs CAP_SYS_ADMIN);
+ *   -ESRCH  no such process.
+ * The thread tid must be in a ptrace-stop.
  */
 PTSS_API int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len);
 

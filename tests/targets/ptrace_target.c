@@ -7,7 +7,7 @@
  *   exec       re-execute this program with 2 workers      -> "ready 2" from the new image
  *   call       ret = probe_me(); print it                   -> "call 42"
  *   quit       exit 0
- * usage: ptrace_target WORKERS [seccomp-kill|seccomp-errno]
+ * usage: ptrace_target WORKERS [seccomp-kill|seccomp-errno|seccomp-errno-exec]
  */
 #define _GNU_SOURCE
 #include <linux/audit.h>
@@ -28,6 +28,11 @@ static const char *self;
 
 __attribute__((noinline)) int probe_me(void);
 __attribute__((noinline)) int probe_me(void) { return 42; }
+
+/* A function whose first instruction cannot run out of line: probing it is refused. */
+int refused_syscall_fn(void);
+__asm__(".text\n.globl refused_syscall_fn\n.type refused_syscall_fn, @function\n"
+	"refused_syscall_fn:\n\tsyscall\n\tret\n.size refused_syscall_fn, .-refused_syscall_fn\n");
 
 static void *worker(void *arg)
 {
@@ -68,6 +73,8 @@ int main(int argc, char **argv)
 	int workers = argc > 1 ? atoi(argv[1]) : 2;
 	if (argc > 2)
 		install_filter(strcmp(argv[2], "seccomp-kill") ? SECCOMP_RET_ERRNO | 1 : SECCOMP_RET_KILL_PROCESS);
+	if (argc > 2 && !strcmp(argv[2], "seccomp-errno-exec")) /* the filter outlives the exec */
+		execl(self, self, argv[1], (char *)NULL);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (pipe(work_pipe))
 		return 1;

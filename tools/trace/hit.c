@@ -48,13 +48,22 @@ void thread_fold_counts(struct tracer *t, struct thread *th)
 	}
 }
 
-/* The same registers as when the thread was unwound before its instruction ran? */
-static bool is_rerun(const struct thread *th, const struct user_regs_struct *regs)
+/*
+ * Was this hit the re-run of one that a signal interrupted before its instruction ran?
+ * The thread then has exactly the registers it was unwound with (a handler's own hits
+ * run on another stack frame); that snapshot is consumed.
+ */
+static bool take_rerun(struct thread *th, const struct user_regs_struct *regs)
 {
-	struct user_regs_struct a = th->rerun_regs, b = *regs;
-	a.rip = b.rip = 0;
-	a.eflags = b.eflags = 0; /* int3 leaves RF and TF as they were; do not depend on them */
-	return memcmp(&a, &b, sizeof(a)) == 0;
+	for (int i = 0; i < th->nreruns; i++) {
+		struct user_regs_struct a = th->reruns[i], b = *regs;
+		a.eflags = b.eflags = 0; /* int3 leaves RF as it finds it: do not depend on it */
+		if (memcmp(&a, &b, sizeof(a)) == 0) {
+			th->reruns[i] = th->reruns[--th->nreruns];
+			return true;
+		}
+	}
+	return false;
 }
 
 bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
@@ -66,9 +75,11 @@ bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
 	if (reloc_unwind(&th->last->plan, entry, &th->hit, regs, &rerun))
 		return false; /* not inside its entry */
 	th->last = NULL;
-	th->rerun = rerun;
-	if (rerun)
-		th->rerun_regs = *regs;
+	if (rerun) { /* nested signals: keep the newest few */
+		if (th->nreruns == THREAD_RERUNS)
+			memmove(th->reruns, th->reruns + 1, --th->nreruns * sizeof(*th->reruns));
+		th->reruns[th->nreruns++] = *regs;
+	}
 	return true;
 }
 
@@ -115,11 +126,8 @@ static int fallback(struct tracer *t, struct thread *th, struct user_regs_struct
 int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s)
 {
 	regs->rip = s->addr;
-	if (th->rerun && is_rerun(th, regs))
-		th->rerun = false; /* interrupted by a signal before it ran: counted already */
-	else if (s->row)
+	if (!(th->nreruns && take_rerun(th, regs)) && s->row)
 		hit_count(t, th, s);
-	th->rerun = false;
 
 	uint64_t load_at, loaded;
 	const uint64_t *loaded_ptr = NULL;

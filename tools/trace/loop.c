@@ -370,9 +370,10 @@ static void stop_all(struct tracer *t)
 	}
 }
 
-static void detach_all(struct tracer *t)
+static void detach_all(struct tracer *t, bool stopped)
 {
-	stop_all(t);
+	if (!stopped)
+		stop_all(t);
 	while (t->procs) {
 		struct process *p = t->procs;
 		struct thread *any = NULL;
@@ -427,7 +428,7 @@ int loop_run(struct tracer *t)
 	while (t->procs) {
 		first_image_done = true;
 		if (stop_signal || (t->set->duration > 0 && now() - start >= t->set->duration)) {
-			detach_all(t);
+			detach_all(t, false);
 			break;
 		}
 		if (ticked) {
@@ -452,7 +453,7 @@ int loop_run(struct tracer *t)
 		if (r && !rc)
 			rc = r;
 		if (r == PTSS_EXIT_PROBE) { /* a probe of the started program cannot be placed */
-			detach_all(t);
+			detach_all(t, false);
 			break;
 		}
 	}
@@ -471,9 +472,14 @@ int loop_setup(struct tracer *t)
 	struct process *p = t->procs;
 	target_wait_stopped(t);
 	char why[256];
-	if (ptss_ptrace_check_seccomp(p->pid, p->pid, why, sizeof(why)) == -EPERM) {
+	int sec = ptss_ptrace_check_seccomp(p->pid, p->pid, why, sizeof(why));
+	if (sec == -EPERM) {
 		msg("cannot trace %d: %s", (int)p->pid, why);
 		return PTSS_EXIT_ATTACH;
+	}
+	if (sec == 1) { /* mapping would fail cleanly: every hit takes the fallback */
+		info(t, "%s; hits use the fallback", why);
+		ptss_exec_exit(p->scratch);
 	}
 	size_t n = 0;
 	struct thread **ths = calloc((size_t)p->nthreads + 1, sizeof(*ths));
@@ -506,7 +512,7 @@ void loop_resume_all(struct tracer *t)
 			ptrace(PTRACE_CONT, t->threads[i]->tid, 0, 0);
 }
 
-void loop_detach(struct tracer *t)
+void loop_detach_stopped(struct tracer *t)
 {
-	detach_all(t);
+	detach_all(t, true);
 }

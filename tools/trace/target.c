@@ -250,14 +250,10 @@ int target_attach(struct tracer *t, pid_t pid)
 		msg("cannot attach to %d: already traced by process %d", (int)pid, (int)other);
 		return PTSS_EXIT_ATTACH;
 	}
-	char why[256];
-	if (ptss_ptrace_check_seccomp(pid, pid, why, sizeof(why)) == -EPERM) {
-		msg("cannot trace %d: %s", (int)pid, why);
-		return PTSS_EXIT_ATTACH;
-	}
 	struct process *p = process_new(t, pid);
 	if (!p) {
-		msg("cannot attach to %d: %s", (int)pid, strerror(errno));
+		int err = errno == EACCES ? EPERM : errno; /* /proc/PID/mem says EACCES for the same cause */
+		msg("cannot attach to %d: %s%s", (int)pid, strerror(err), attach_hint(err));
 		return PTSS_EXIT_ATTACH;
 	}
 	/* Seize every thread; threads may be born meanwhile, so repeat until none is new. */

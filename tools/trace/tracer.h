@@ -102,8 +102,11 @@ struct thread {
 	size_t ncounts;
 	const struct site *last; /* the site of the last hit that ran in the entry */
 	struct reloc_hit hit;
-	bool rerun;            /* unwound before its displaced instruction ran */
-	struct user_regs_struct rerun_regs;
+	/* Hits unwound by a signal before their instruction ran, as registers: each comes
+	 * back once as the same hit, not to be counted twice. */
+#define THREAD_RERUNS 4
+	struct user_regs_struct reruns[THREAD_RERUNS];
+	int nreruns;
 	bool stopping;         /* interrupted by ptss, its stop not yet seen */
 	bool held;             /* stopped by ptss for another thread's fallback */
 	bool held_by_interrupt;/* ... in the interrupt stop itself */
@@ -164,7 +167,7 @@ int loop_run(struct tracer *t);
 void loop_defer(struct tracer *t, pid_t tid, int status); /* handle this stop later */
 int loop_setup(struct tracer *t);       /* first image: enable, place probes */
 void loop_resume_all(struct tracer *t);
-void loop_detach(struct tracer *t);     /* stop, restore, unmap, detach everything */
+void loop_detach_stopped(struct tracer *t); /* everything stopped: restore, unmap, detach */
 
 /* report.c */
 void report_print(struct tracer *t, FILE *f, bool final);

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `ptss trace` on the bundled targets: exact counts per thread and in
+total, output identical to an untraced run, forks, execs, libraries, dlopen, attach and
+detach, signals, the no-scratch fallback, and bad input with its exit status.
+
+usage: test_trace.py SCENARIO     (paths of the programs come from the environment)
+"""
+import json, os, re, signal, subprocess, sys, tempfile, time
+
+PTSS = os.environ["PTSS"]
+T = {k: os.environ[k] for k in ("WORKLOAD", "INSN", "INSN_NOPIE", "LIB_USER", "DLOPEN_USER",
+                                "LIBPROBED", "PTRACE_TARGET")}
+EXPECT = re.compile(r"^(\S+): expect pid=(\d+)(?: image=(\w+))?((?: \w+=\d+)+)$")
+THREAD = re.compile(r"^workload: thread pid=\d+ tid=(\d+) .*?((?: \w+=\d+)+)$")
+
+
+def fail(why):
+    print("FAIL:", why)
+    sys.exit(1)
+
+
+def check(cond, why):
+    if not cond:
+        fail(why)
+
+
+def expected(stderr, images=None):
+    """Sums the targets' own `expect` lines (optionally only some images)."""
+    total = {}
+    for line in stderr.splitlines():
+        m = EXPECT.match(line)
+        if m and (images is None or (m.group(3) or "main") in images):
+            for kv in m.group(4).split():
+                k, v = kv.split("=")
+                total[k] = total.get(k, 0) + int(v)
+    return total
+
+
+def trace(probes, command, extra=(), stdin=None, timeout=120):
+    """Runs ptss trace with a JSON report; returns (rc, stdout, stderr, report)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+        p = subprocess.run([PTSS, "trace", "-q", "--format", "json", "-o", out.name, *extra,
+                            *probes, "--", *command], input=stdin, capture_output=True,
+                           text=True, timeout=timeout)
+        text = open(out.name).read()
+    return p.returncode, p.stdout, p.stderr, json.loads(text) if text.strip() else None
+
+
+def hits(report):
+    return {p["probe"].split(":", 1)[1]: p["hits"] for p in report["probes"]}
+
+
+def untraced(command, stdin=None):
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def compare_counts(report, want, what, probes):
+    """Every probed function's count equals what the target says it did."""
+    got = hits(report)
+    names = [p.split(":")[-1] for p in probes]
+    for fn, n in want.items():
+        if any(re.fullmatch(pat.replace("*", ".*"), fn) for pat in names):
+            check(got.get(fn, 0) == n, f"{what}: {fn} counted {got.get(fn, 0)}, expected {n}")
+
+
+# ---- scenarios ----
+
+def workload_exact():
+    """Threads that come and go, signal handlers calling probed functions: exact per thread."""
+    cmd = [T["WORKLOAD"], "--signals", "--threads", "6", "--rounds", "200"]
+    probes = ["work_alpha", "work_beta", "work_gamma", "on_signal_work"]
+    rc, out, err, rep = trace(probes, cmd)
+    check(rc == 0, f"exit status {rc}: {err}")
+    compare_counts(rep, expected(err), "workload", probes)
+    check(out == untraced(cmd).stdout, "stdout differs from an untraced run")
+    # Per thread: the workload prints each worker's own counts.
+    per_thread = {int(m.group(1)): dict(kv.split("=") for kv in m.group(2).split())
+                  for m in map(THREAD.match, err.splitlines()) if m}
+    check(len(per_thread) == 18, f"expected 18 worker threads, saw {len(per_thread)}")
+    for probe in rep["probes"]:
+        fn = probe["probe"].split(":", 1)[1]
+        check(sum(probe["threads"].values()) == probe["hits"], f"{fn}: threads do not sum to hits")
+        for tid, want in per_thread.items():
+            got = probe["threads"].get(str(tid), 0)
+            check(got == int(want[fn]), f"{fn} thread {tid}: {got} != {want[fn]}")
+    check(rep["fallbacks"] == 0 and rep["scratch"]["claim_failures"] == 0, "unexpected fallback")
+    check(rep["scratch"]["pages"] == 1, f"pages {rep['scratch']['pages']}: over-allocated")
+
+
+def fork_untraced_child():
+    """Without -f the child runs untraced and unharmed; only the parent's calls count."""
+    cmd = [T["WORKLOAD"], "--fork"]
+    probes = ["work_alpha", "work_gamma"]
+    rc, out, err, rep = trace(probes, cmd)
+    check(rc == 0, f"exit status {rc}")
+    check("image=fork" in err, "the child did not run to its end")
+    compare_counts(rep, expected(err, {"main"}), "parent only", probes)
+    check(out == untraced(cmd).stdout, "stdout differs from an untraced run")
+
+
+def fork_followed():
+    """With -f the child's calls count too."""
+    cmd = [T["WORKLOAD"], "--fork"]
+    probes = ["work_alpha", "work_gamma"]
+    rc, out, err, rep = trace(probes, cmd, extra=["-f"])
+    check(rc == 0, f"exit status {rc}")
+    compare_counts(rep, expected(err), "parent and child", probes)
+
+
+def exec_followed():
+    """The started program execs itself: the new image's probes are placed again."""
+    cmd = [T["WORKLOAD"], "--exec", "--signals"]
+    probes = ["work_alpha", "work_gamma", "on_signal_work"]
+    rc, out, err, rep = trace(probes, cmd)
+    check(rc == 0, f"exit status {rc}")
+    compare_counts(rep, expected(err), "both images", probes)
+    check(out == untraced(cmd).stdout, "stdout differs from an untraced run")
+
+
+def insn_classes(binary):
+    """One probe per class of first instruction; results identical to an untraced run."""
+    cmd = [binary, "--rounds", "5"]
+    base = untraced(cmd)
+    fns = [l.split()[0] for l in base.stdout.splitlines()]
+    probes = fns + ["insn_helper_*"]
+    rc, out, err, rep = trace(probes, cmd)
+    check(rc == 0, f"exit status {rc}: {err}")
+    check(out == base.stdout, "results differ from an untraced run")
+    compare_counts(rep, expected(err), "instruction classes", probes)
+    check(len(rep["probes"]) == len(fns) + 4, "a probe is missing from the report")
+
+
+def shared_library():
+    cmd = [T["LIB_USER"], "--calls", "25"]
+    rc, out, err, rep = trace(["libprobed:probed_lib_fn"], cmd)
+    check(rc == 0, f"exit status {rc}")
+    compare_counts(rep, expected(err), "shared library", ["probed_lib_fn"])
+    check(rep["probes"][0]["module"].endswith("libprobed.so"), "wrong module")
+
+
+def dlopen_later():
+    """A probe whose library is loaded later with dlopen is armed when it appears."""
+    cmd = [T["DLOPEN_USER"], T["LIBPROBED"], "--calls", "12"]
+    rc, out, err, rep = trace(["libprobed:probed_lib_fn"], cmd)
+    check(rc == 0, f"exit status {rc}: {err}")
+    compare_counts(rep, expected(err), "dlopen", ["probed_lib_fn"])
+
+
+def read_mem(pid, addr, n):
+    with open(f"/proc/{pid}/mem", "rb") as f:
+        f.seek(addr)
+        return f.read(n)
+
+
+def attach_and_detach(how):
+    """Attach with -p, count, detach (--duration or SIGINT): original bytes, no pages left."""
+    tgt = subprocess.Popen([T["PTRACE_TARGET"], "3"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, bufsize=1)
+    check(tgt.stdout.readline().startswith("ready"), "target did not start")
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+        args = [PTSS, "trace", "-q", "--format", "json", "-o", out.name, "-p", str(tgt.pid), "probe_me"]
+        if how == "duration":
+            args[2:2] = ["--duration", "1.5"]
+        tr = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.7)  # attached and armed by now
+        sym = None
+        for _ in range(5):
+            tgt.stdin.write("call\n")
+            check(tgt.stdout.readline().strip() == "call 42", "wrong result while traced")
+        maps = open(f"/proc/{tgt.pid}/maps").read()
+        check("memfd:ptss" in maps, "no scratch pages while traced")
+        check(not any(l.split()[1][1:3] == "wx" for l in maps.splitlines()), "a W+X mapping")
+        if how == "sigint":
+            tr.send_signal(signal.SIGINT)
+        err = tr.communicate(timeout=30)[1]
+        check(tr.returncode == 0, f"ptss exit status {tr.returncode}: {err}")
+        rep = json.loads(open(out.name).read())
+    check(rep["probes"][0]["hits"] == 5, f"counted {rep['probes'][0]['hits']} calls, made 5")
+    addr = int(rep["probes"][0]["address"], 16)
+    # The ELF file's bytes at the function (read from an untraced copy of the process image).
+    maps = open(f"/proc/{tgt.pid}/maps").read()
+    check("memfd:ptss" not in maps, "scratch pages left after detach")
+    check(read_mem(tgt.pid, addr, 1) != b"\xcc", "int3 left in the target after detach")
+    tgt.stdin.write("call\nwake 3\nquit\n")
+    rest = tgt.communicate(timeout=30)[0]
+    check(rest.strip() == "call 42" and tgt.returncode == 0, "target harmed by the detach")
+
+
+def original_bytes_restored():
+    """After a detach every probe address holds the original bytes (compared to untraced)."""
+    tgt = subprocess.Popen([T["PTRACE_TARGET"], "1"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, bufsize=1)
+    tgt.stdout.readline()
+    nm = subprocess.run(["nm", T["PTRACE_TARGET"]], capture_output=True, text=True).stdout
+    off = int(next(l.split()[0] for l in nm.splitlines() if l.endswith(" probe_me")), 16)
+    base = next(int(l.split("-")[0], 16) for l in open(f"/proc/{tgt.pid}/maps")
+                if T["PTRACE_TARGET"] in l and l.split()[2] == "00000000")
+    before = read_mem(tgt.pid, base + off, 16)
+    tr = subprocess.run([PTSS, "trace", "-q", "--duration", "0.5", "-p", str(tgt.pid), "probe_me"],
+                        capture_output=True, text=True, timeout=30)
+    check(tr.returncode == 0, f"ptss exit status {tr.returncode}")
+    check(read_mem(tgt.pid, base + off, 16) == before, "bytes differ after detach")
+    tgt.stdin.write("wake 1\nquit\n")
+    tgt.communicate(timeout=30)
+    check(tgt.returncode == 0, "target harmed")
+
+
+def fallback_without_scratch():
+    """The target cannot map scratch (seccomp refuses memfd_create): hits still exact."""
+    cmd = [T["PTRACE_TARGET"], "1", "seccomp-errno-exec"]
+    stdin = "call\nspawn 3\ncall\ncall\ncall\nwake 4\nquit\n"
+    rc, out, err, rep = trace(["probe_me"], cmd, stdin=stdin)
+    check(rc == 0, f"exit status {rc}: {err}")
+    check(out.count("call 42") == 4, "wrong results")
+    check(rep["probes"][0]["hits"] == 4, f"counted {rep['probes'][0]['hits']}, made 4")
+    check(rep["fallbacks"] == 4 and rep["scratch"]["claim_failures"] > 0, "fallback not reported")
+
+
+def bad_input():
+    """Each bad input: one line on stderr starting 'ptss:', and its documented status."""
+    def run(args, want, pattern, prefix=(), **kw):
+        p = subprocess.run([*prefix, PTSS, *args], capture_output=True, text=True, timeout=60, **kw)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("ptss:")]
+        check(p.returncode == want, f"{args}: status {p.returncode}, expected {want}: {p.stderr}")
+        check(len(lines) == 1 and re.search(pattern, lines[0]), f"{args}: message {p.stderr!r}")
+    tgt = T["PTRACE_TARGET"]
+    run(["trace"], 2, "no probe")
+    run(["trace", "--format", "xml", "f", "--", "true"], 2, "format")
+    run(["trace", "f"], 2, "-p PID or -- COMMAND")
+    run(["frobnicate"], 2, "unknown command")
+    run(["trace", "no_such_function", "--", tgt, "1"], 3, "no function 'no_such_function'", input="")
+    run(["trace", "/nonexistent/lib.so:f", "--", tgt, "1"], 3, "No such file", input="")
+    run(["trace", "/etc/passwd:f", "--", tgt, "1"], 3, "not an ELF", input="")
+    run(["trace", "refused_syscall_fn", "--", tgt, "1"], 3, "syscall at 0x[0-9a-f]+: cannot run", input="")
+    run(["trace", "-p", "2147483646", "f"], 4, "no such process")
+    # Permission: an unprivileged user may not trace a root process.
+    if os.geteuid() == 0 and subprocess.run(["which", "setpriv"], capture_output=True).returncode == 0:
+        victim = subprocess.Popen(["sleep", "30"])
+        try:
+            run(["trace", "-p", str(victim.pid), "f"], 4, "Operation not permitted.*CAP_SYS_PTRACE",
+                prefix=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        finally:
+            victim.kill()
+            victim.wait()
+    else:
+        print("SKIP: permission case needs root and setpriv")
+
+
+SCENARIOS = {
+    "workload-exact": workload_exact,
+    "fork-untraced-child": fork_untraced_child,
+    "fork-followed": fork_followed,
+    "exec-followed": exec_followed,
+    "insn-classes-pie": lambda: insn_classes(T["INSN"]),
+    "insn-classes-nopie": lambda: insn_classes(T["INSN_NOPIE"]),
+    "shared-library": shared_library,
+    "dlopen-later": dlopen_later,
+    "attach-duration": lambda: attach_and_detach("duration"),
+    "attach-sigint": lambda: attach_and_detach("sigint"),
+    "original-bytes-restored": original_bytes_restored,
+    "fallback-without-scratch": fallback_without_scratch,
+    "bad-input": bad_input,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        print("usage: test_trace.py {" + "|".join(SCENARIOS) + "}")
+        sys.exit(2)
+    SCENARIOS[sys.argv[1]]()
+    print("ok")
