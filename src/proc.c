@@ -32,12 +32,14 @@ static inline uint32_t index_of(const ptss_proc *p, const ptss_entry *e)
 
 uint64_t ptss_entry_addr(const ptss_proc *p, const ptss_entry *e)
 {
-	return p->base + PTSS_OFFSET_OF(p, index_of(p, e));
+	uint32_t i = index_of(p, e);
+	return i == PTSS_NIL ? 0 : p->base + PTSS_OFFSET_OF(p, i);
 }
 
 void *ptss_entry_view(const ptss_proc *p, const ptss_entry *e)
 {
-	return p->view + PTSS_OFFSET_OF(p, index_of(p, e));
+	uint32_t i = index_of(p, e);
+	return i == PTSS_NIL ? NULL : p->view + PTSS_OFFSET_OF(p, i);
 }
 
 uint32_t ptss_entry_index(const ptss_proc *p, const ptss_entry *e)

@@ -122,6 +122,8 @@ static void test_double_release_is_refused(void **state)
 	assert_int_equal(ptss_release(f->p, e), 0);
 	assert_int_equal(ptss_release(f->p, e), -EINVAL);
 	assert_int_equal(ptss_release(f->p, (ptss_entry *)((char *)e + 1)), -EINVAL);
+	assert_int_equal(ptss_entry_addr(f->p, (ptss_entry *)((char *)e + 1)), 0);
+	assert_null(ptss_entry_view(f->p, (ptss_entry *)((char *)e + 1)));
 	assert_true(ptss_proc_is_valid(f->p));
 }
 

@@ -126,11 +126,12 @@ PTSS_API int ptss_fork(ptss_proc *parent, ptss_space *child);
  */
 PTSS_API void ptss_exec_exit(ptss_proc *p);
 
-/* Where the target executes e. */
+/* Where the target executes e; 0 if e is not one of p's entries. */
 PTSS_API uint64_t ptss_entry_addr(const ptss_proc *p, const ptss_entry *e);
-/* The tracer's writable view of e (entry_size bytes). Write only while e's thread is stopped. */
+/* The tracer's writable view of e (entry_size bytes), NULL if e is not one of p's entries.
+ * Write only while e's thread is stopped. */
 PTSS_API void *ptss_entry_view(const ptss_proc *p, const ptss_entry *e);
-/* e's index in [0, entries): dense, stable for e's life. */
+/* e's index in [0, entries): dense, stable for e's life; UINT32_MAX if not p's. */
 PTSS_API uint32_t ptss_entry_index(const ptss_proc *p, const ptss_entry *e);
 /* The entry size in bytes. */
 PTSS_API size_t ptss_entry_size(const ptss_proc *p);

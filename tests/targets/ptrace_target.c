@@ -26,8 +26,14 @@
 static int work_pipe[2];
 static const char *self;
 
+/* A side effect keeps compilers from folding the calls away (clang would: it returns 42). */
+static volatile int probe_calls;
 __attribute__((noinline)) int probe_me(void);
-__attribute__((noinline)) int probe_me(void) { return 42; }
+__attribute__((noinline)) int probe_me(void)
+{
+	probe_calls++;
+	return 42;
+}
 
 /* A function whose first instruction cannot run out of line: probing it is refused. */
 int refused_syscall_fn(void);

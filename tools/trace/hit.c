@@ -17,7 +17,6 @@
 
 void hit_count(struct tracer *t, struct thread *th, const struct site *s)
 {
-	(void)t;
 	struct row *r = s->row;
 	if (r->index >= th->ncounts) {
 		size_t n = t->nrows;
@@ -68,13 +67,13 @@ static bool take_rerun(struct thread *th, const struct user_regs_struct *regs)
 
 bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
 {
-	if (!th->last || !th->entry)
+	if (!th->in_entry || !th->entry)
 		return false;
 	bool rerun = false;
 	uint64_t entry = ptss_entry_addr(th->proc->scratch, th->entry);
-	if (reloc_unwind(&th->last->plan, entry, &th->hit, regs, &rerun))
+	if (reloc_unwind(&th->plan, entry, &th->hit, regs, &rerun))
 		return false; /* not inside its entry */
-	th->last = NULL;
+	th->in_entry = false;
 	if (rerun) { /* nested signals: keep the newest few */
 		if (th->nreruns == THREAD_RERUNS)
 			memmove(th->reruns, th->reruns + 1, --th->nreruns * sizeof(*th->reruns));
@@ -142,7 +141,8 @@ int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *reg
 		ptss_proc *sc = th->proc->scratch;
 		err = reloc_hit_prepare(&s->plan, ptss_entry_addr(sc, th->entry), ptss_entry_view(sc, th->entry),
 					ptss_entry_size(sc), regs, loaded_ptr, &hit);
-		th->last = s;
+		th->in_entry = true; /* until its next stop shows otherwise */
+		th->plan = s->plan;  /* a copy: the site table may move when a library loads */
 		th->hit = hit;
 	} else {
 		return fallback(t, th, regs, s);

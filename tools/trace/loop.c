@@ -183,6 +183,7 @@ static void exec_event(struct tracer *t, pid_t pid)
 		memset(p->resolved, 0, (size_t)t->nspecs * sizeof(*p->resolved));
 		p->entry_site = p->notice_site = 0;
 	}
+	p->before_entry = true;
 	struct thread *nt = thread_add(t, p, pid);
 	thread_claim(t, nt);
 	sites_place(t, p, false);
@@ -198,6 +199,7 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 		uint64_t addr = s->addr;
 		sites_remove(p, addr);
 		p->entry_site = 0;
+		p->before_entry = false;
 		int rc = sites_place(t, p, !first_image_done);
 		regs->rip = addr;
 		if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
@@ -218,7 +220,7 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 static void pass_signal(struct thread *th, int sig)
 {
 	struct user_regs_struct regs;
-	if (th->last && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
+	if (th->in_entry && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
 		uint64_t before = regs.rip;
 		if (hit_unwind(th, &regs)) {
 			ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
@@ -237,8 +239,6 @@ static void pass_signal(struct thread *th, int sig)
 static int dispatch(struct tracer *t, pid_t tid, int status)
 {
 	struct thread *th = thread_find(t, tid);
-	if (getenv("PTSS_DEBUG"))
-		fprintf(stderr, "ptss-debug: tid %d status 0x%x known %d threads %zu\n", (int)tid, status, th != NULL, t->tcount);
 	if (WIFEXITED(status) || WIFSIGNALED(status)) {
 		if (tid == t->child) {
 			t->child_exited = true;

@@ -170,7 +170,7 @@ static uint64_t dlopen_notice(const struct maps_snapshot *snap)
 	return addr;
 }
 
-int sites_place(struct tracer *t, struct process *p, bool at_start)
+int sites_place(struct tracer *t, struct process *p, bool fatal)
 {
 	char err[512];
 	struct maps_snapshot *snap;
@@ -187,12 +187,12 @@ int sites_place(struct tracer *t, struct process *p, bool at_start)
 		int e = probe_spec_resolve(&t->specs[i].parsed, snap, &res, err, sizeof(err));
 		if (e == PROBE_SPEC_ENOTMAPPED) {
 			deferred = true;
-			if (at_start && !p->entry_site)
+			if (fatal && !p->before_entry)
 				info(t, "%s: %s; armed when it is loaded", t->specs[i].arg, err);
 		} else if (e) {
 			msg("probe %s: %s", t->specs[i].arg, err);
 			p->resolved[i] = true; /* said once */
-			if (at_start)
+			if (fatal)
 				rc = PTSS_EXIT_PROBE;
 		} else {
 			p->resolved[i] = true;
@@ -210,7 +210,7 @@ int sites_place(struct tracer *t, struct process *p, bool at_start)
 		probe_spec_result_free(&res);
 	}
 	/* Libraries load before the program's entry (ld.so) or later (dlopen): watch both. */
-	if (!rc && deferred && at_start && !p->entry_site) {
+	if (!rc && deferred && p->before_entry && !p->entry_site) {
 		uint64_t entry = program_entry(p->pid);
 		bool linked = false;
 		for (size_t m = 0; m < snap->n_modules; m++)

@@ -363,6 +363,7 @@ int target_start(struct tracer *t, char **argv)
 		return PTSS_EXIT_ATTACH;
 	}
 	p->started = true;
+	p->before_entry = true;
 	thread_add(t, p, pid);
 	return 0;
 }

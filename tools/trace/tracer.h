@@ -90,6 +90,7 @@ struct process {
 	uint64_t entry_site;   /* the internal site at the program's entry, or 0 */
 	uint64_t notice_site;  /* the internal site at ld.so's _dl_debug_state, or 0 */
 	bool started;          /* ptss started it: its exit status is ptss's */
+	bool before_entry;     /* a fresh image, its program entry not reached yet */
 	int nthreads;
 	struct process *next;
 };
@@ -100,7 +101,8 @@ struct thread {
 	ptss_entry *entry;     /* NULL: no entry could be claimed; hits use the fallback */
 	uint64_t *counts;      /* hits per row index */
 	size_t ncounts;
-	const struct site *last; /* the site of the last hit that ran in the entry */
+	bool in_entry;         /* its last hit ran in the entry: it may still be there */
+	struct reloc_plan plan;/* that hit's plan, and what the hit did */
 	struct reloc_hit hit;
 	/* Hits unwound by a signal before their instruction ran, as registers: each comes
 	 * back once as the same hit, not to be counted twice. */
@@ -148,7 +150,7 @@ void scratch_note(struct tracer *t, struct process *p); /* fold its figures into
 void thread_claim(struct tracer *t, struct thread *th);
 
 /* sites.c: placing probes in an image */
-int sites_place(struct tracer *t, struct process *p, bool at_start);
+int sites_place(struct tracer *t, struct process *p, bool fatal); /* fatal: errors end the trace */
 int sites_arm_internal(struct tracer *t, struct process *p, uint64_t addr);
 struct site *site_find(struct process *p, uint64_t addr);
 void sites_disarm_all(struct process *p);
