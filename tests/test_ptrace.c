@@ -186,7 +186,7 @@ static void test_injection_leaves_registers_and_mask_unchanged(void **state)
 		pid_t tid = w->t.tids[i];
 		struct user_regs_struct before, after;
 		struct user_fpregs_struct fp_before, fp_after;
-		uint64_t mask_before, mask_after;
+		uint64_t mask_before = 0, mask_after = 0; /* valgrind cannot see ptrace fill them */
 		assert_int_equal(ptrace(PTRACE_GETREGS, tid, 0, &before), 0);
 		assert_int_equal(ptrace(PTRACE_GETFPREGS, tid, 0, &fp_before), 0);
 		assert_int_equal(ptrace(PTRACE_GETSIGMASK, tid, sizeof(mask_before), &mask_before), 0);

@@ -152,7 +152,7 @@ static void burst(int k, int per_page)
 static void test_burst_growth_maps_exactly_what_is_needed(void **state)
 {
 	(void)state;
-	for (int rep = 0; rep < 20; rep++) {
+	for (int rep = 0; rep < (stress_rounds < 40000 ? 2 : 20); rep++) { /* fewer under valgrind */
 		burst(16, 64);  /* one page for sixteen racing growers */
 		burst(64, 64);  /* exactly a page */
 		burst(65, 64);  /* one more */

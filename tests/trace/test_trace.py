@@ -40,7 +40,7 @@ def expected(stderr, images=None):
 # so leak checks are off for targets and ptss alike here; ptss's leaks are checked by
 # running it under valgrind (PTSS_WRAPPER, set by scripts/test).
 if os.environ.get("PTSS_SANITIZED"):
-    os.environ["ASAN_OPTIONS"] = "detect_leaks=0:" + os.environ.get("ASAN_OPTIONS", "")
+    os.environ["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"  # last wins
 WRAP = []
 PTSS_CMD = os.environ.get("PTSS_WRAPPER", "").split() + [PTSS]
 

@@ -419,10 +419,10 @@ int loop_run(struct tracer *t)
 	sa.sa_handler = on_tick;
 	sigaction(SIGALRM, &sa, NULL);
 	double start = now(), last_report = start;
-	if (t->set->interval > 0 || t->set->duration > 0) {
-		struct itimerval it = { { 0, 100000 }, { 0, 100000 } };
-		setitimer(ITIMER_REAL, &it, NULL);
-	}
+	/* A tick every 100 ms wakes waitpid, so that --interval, --duration and a stop
+	 * request are seen even where a signal alone would restart the wait. */
+	struct itimerval it = { { 0, 100000 }, { 0, 100000 } };
+	setitimer(ITIMER_REAL, &it, NULL);
 	first_image_done = false;
 	int rc = 0;
 	while (t->procs) {

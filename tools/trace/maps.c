@@ -1,4 +1,5 @@
 /* maps: parse /proc/PID/maps and find each module's load bias.  See maps.h. */
+#include "err.h"
 #include "maps.h"
 
 #include "symbols.h"
@@ -13,19 +14,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int maps_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int maps_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- one line: "start-end perms offset major:minor inode   path" ---- */
 
@@ -219,7 +207,7 @@ static int build_modules(struct maps_snapshot *s, char *err, size_t errlen)
 {
 	s->modules = calloc(s->n_maps ? s->n_maps : 1, sizeof *s->modules);
 	if (!s->modules)
-		return maps_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < s->n_maps; i++) {
 		const struct maps_mapping *m = &s->maps[i];
 		if (m->kind != MAPS_FILE)
@@ -253,7 +241,7 @@ static int build_modules(struct maps_snapshot *s, char *err, size_t errlen)
 		if (!rc && mod->open_path)
 			rc = compute_bias(s, mod);
 		if (rc)
-			return maps_err(err, errlen, rc, "out of memory");
+			return err_set(err, errlen, rc, "out of memory");
 	}
 	return 0;
 }
@@ -262,11 +250,11 @@ int maps_parse(const char *text, size_t len, pid_t pid, const char *exe,
 	       struct maps_snapshot **out, char *err, size_t errlen)
 {
 	if ((!text && len) || !out)
-		return maps_err(err, errlen, -EINVAL, "maps_parse: NULL argument");
+		return err_set(err, errlen, -EINVAL, "maps_parse: NULL argument");
 	*out = NULL;
 	struct maps_snapshot *s = calloc(1, sizeof *s);
 	if (!s)
-		return maps_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	s->pid = pid;
 	int rc = -ENOMEM;
 	size_t lines = 1;
@@ -292,7 +280,7 @@ int maps_parse(const char *text, size_t len, pid_t pid, const char *exe,
 		char *eol = memchr(p, '\n', (size_t)(end - p) + 1);
 		if (eol > p && !parse_line(p, eol, &s->maps[s->n_maps++])) {
 			*eol = '\0';
-			rc = maps_err(err, errlen, -EINVAL, "maps line %zu: cannot parse '%.200s'",
+			rc = err_set(err, errlen, -EINVAL, "maps line %zu: cannot parse '%.200s'",
 				      line, p);
 			goto fail;
 		}
@@ -304,7 +292,7 @@ int maps_parse(const char *text, size_t len, pid_t pid, const char *exe,
 	return 0;
 fail:
 	if (rc == -ENOMEM)
-		maps_err(err, errlen, rc, "out of memory");
+		err_set(err, errlen, rc, "out of memory");
 	maps_free(s);
 	return rc;
 }
@@ -355,7 +343,7 @@ static int read_proc(const char *path, char **buf, size_t *len)
 int maps_read(pid_t pid, struct maps_snapshot **out, char *err, size_t errlen)
 {
 	if (pid <= 0 || !out)
-		return maps_err(err, errlen, -EINVAL, "maps_read: bad argument");
+		return err_set(err, errlen, -EINVAL, "maps_read: bad argument");
 	*out = NULL;
 	char path[64], exe[PATH_MAX];
 	snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
@@ -371,7 +359,7 @@ int maps_read(pid_t pid, struct maps_snapshot **out, char *err, size_t errlen)
 	size_t len = 0;
 	int rc = read_proc(path, &text, &len);
 	if (rc)
-		return maps_err(err, errlen, rc, "%s: %s", path, strerror(-rc));
+		return err_set(err, errlen, rc, "%s: %s", path, strerror(-rc));
 	rc = maps_parse(text, len, pid, n >= 0 ? exe : NULL, out, err, errlen);
 	free(text);
 	return rc;

@@ -1,4 +1,5 @@
 /* probe_spec: parse "MODULE:FUNC" and resolve it in a maps snapshot.  See probe_spec.h. */
+#include "err.h"
 #include "probe_spec.h"
 
 #include <limits.h>
@@ -8,43 +9,30 @@
 #include <string.h>
 #include <unistd.h>
 
-static int ps_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int ps_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 int probe_spec_parse(const char *arg, struct probe_spec *out, char *err, size_t errlen)
 {
 	if (!arg || !out)
-		return ps_err(err, errlen, -EINVAL, "probe_spec_parse: NULL argument");
+		return err_set(err, errlen, -EINVAL, "probe_spec_parse: NULL argument");
 	*out = (struct probe_spec){ 0 };
 	const char *colon = strrchr(arg, ':');
 	const char *func = colon ? colon + 1 : arg;
 	if (!*func)
-		return ps_err(err, errlen, -EINVAL, "'%s': no function name", arg);
+		return err_set(err, errlen, -EINVAL, "'%s': no function name", arg);
 	if (*func == '@')
-		return ps_err(err, errlen, -EINVAL, "'%s': no function name before '@'", arg);
+		return err_set(err, errlen, -EINVAL, "'%s': no function name before '@'", arg);
 	if (colon && colon > arg) {
 		size_t n = (size_t)(colon - arg);
 		if (!memchr(arg, '/', n) && strcspn(arg, "*?[") < n)
-			return ps_err(err, errlen, -EINVAL,
+			return err_set(err, errlen, -EINVAL,
 				      "'%s': a module name cannot be a glob; name one module", arg);
 		if (!(out->module = strndup(arg, n)))
-			return ps_err(err, errlen, -ENOMEM, "out of memory");
+			return err_set(err, errlen, -ENOMEM, "out of memory");
 		out->module_is_path = memchr(arg, '/', n) != NULL;
 	}
 	if (!(out->func = strdup(func))) {
 		probe_spec_free(out);
-		return ps_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	}
 	out->glob = strcspn(func, "*?[") < strcspn(func, "@");
 	return 0;
@@ -102,7 +90,7 @@ static int select_modules(const struct probe_spec *spec, const struct maps_snaps
 		for (size_t i = 0; i < s->n_modules; i++)
 			n += sel[i] = s->modules[i].is_main;
 		if (n == 0)
-			return ps_err(err, errlen, PROBE_SPEC_ENOTMAPPED,
+			return err_set(err, errlen, PROBE_SPEC_ENOTMAPPED,
 				      "the main executable is not among the mappings");
 		return 0;
 	}
@@ -115,9 +103,9 @@ static int select_modules(const struct probe_spec *spec, const struct maps_snaps
 		if (n)
 			return 0;
 		if (!path_exists(spec->module, s->pid))
-			return ps_err(err, errlen, PROBE_SPEC_ENOFILE, "%s: no such file",
+			return err_set(err, errlen, PROBE_SPEC_ENOFILE, "%s: no such file",
 				      spec->module);
-		return ps_err(err, errlen, PROBE_SPEC_ENOTMAPPED, "%s is not mapped (yet)",
+		return err_set(err, errlen, PROBE_SPEC_ENOTMAPPED, "%s is not mapped (yet)",
 			      spec->module);
 	}
 	const char *first = NULL;
@@ -126,7 +114,7 @@ static int select_modules(const struct probe_spec *spec, const struct maps_snaps
 		if (!probe_spec_name_matches(spec->module, p))
 			continue;
 		if (first && strcmp(first, p) != 0)
-			return ps_err(err, errlen, PROBE_SPEC_EAMBIGUOUS,
+			return err_set(err, errlen, PROBE_SPEC_EAMBIGUOUS,
 				      "'%s' matches both %s and %s: give a path", spec->module,
 				      first, p);
 		first = p;
@@ -134,7 +122,7 @@ static int select_modules(const struct probe_spec *spec, const struct maps_snaps
 		n++;
 	}
 	if (n == 0)
-		return ps_err(err, errlen, PROBE_SPEC_ENOTMAPPED,
+		return err_set(err, errlen, PROBE_SPEC_ENOTMAPPED,
 			      "no mapped file is named '%s' (not loaded yet?)", spec->module);
 	return 0;
 }
@@ -198,14 +186,14 @@ static int resolve_in(const struct probe_spec *spec, const struct maps_snapshot 
 			if (spec->glob)
 				r->n_outside++;
 			else
-				rc = ps_err(err, errlen, SYM_ENOTLOADED,
+				rc = err_set(err, errlen, SYM_ENOTLOADED,
 					    "%s: %s at %#llx is not in an executable mapping of "
 					    "the module (still being loaded?)",
 					    mod->path, t.name, (unsigned long long)t.addr);
 			continue;
 		}
 		if ((rc = add_target(r, cap, &t)))
-			ps_err(err, errlen, rc, "out of memory");
+			err_set(err, errlen, rc, "out of memory");
 	}
 	free(m);
 	return rc;
@@ -215,11 +203,11 @@ int probe_spec_resolve(const struct probe_spec *spec, const struct maps_snapshot
 		       struct probe_spec_result *out, char *err, size_t errlen)
 {
 	if (!spec || !spec->func || !s || !out)
-		return ps_err(err, errlen, -EINVAL, "probe_spec_resolve: NULL argument");
+		return err_set(err, errlen, -EINVAL, "probe_spec_resolve: NULL argument");
 	*out = (struct probe_spec_result){ 0 };
 	bool *sel = calloc(s->n_modules ? s->n_modules : 1, sizeof *sel);
 	if (!sel)
-		return ps_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	int rc = select_modules(spec, s, sel, err, errlen);
 	struct sym_file *f = NULL;
 	const struct maps_module *f_mod = NULL;
@@ -231,7 +219,7 @@ int probe_spec_resolve(const struct probe_spec *spec, const struct maps_snapshot
 		if (!sel[i])
 			continue;
 		if (mod->elf_err) {
-			rc = ps_err(err, errlen, mod->elf_err, "%s", mod->error);
+			rc = err_set(err, errlen, mod->elf_err, "%s", mod->error);
 			break;
 		}
 		if (f && (f_mod->inode != mod->inode || f_mod->dev_major != mod->dev_major ||
@@ -245,7 +233,7 @@ int probe_spec_resolve(const struct probe_spec *spec, const struct maps_snapshot
 		rc = resolve_in(spec, s, mod, f, out, &cap, err, errlen);
 	}
 	if (!rc && out->n == 0)
-		rc = ps_err(err, errlen, out->n_ifunc ? SYM_EIFUNC : SYM_ENOMATCH,
+		rc = err_set(err, errlen, out->n_ifunc ? SYM_EIFUNC : SYM_ENOMATCH,
 			    "'%s': every function it matches is %s", spec->func,
 			    out->n_ifunc ? "an ifunc (its symbol is a resolver)"
 					 : "outside the module's executable mappings");

@@ -1,4 +1,5 @@
 /* symbols: function symbols of an x86-64 ELF file, read with libelf.  See symbols.h. */
+#include "err.h"
 #include "symbols.h"
 
 #include <fcntl.h>
@@ -39,19 +40,6 @@ struct sym_file {
 	size_t n_imports;
 };
 
-static int sym_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int sym_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- building: a string arena and raw symbols, turned into entries at the end ---- */
 
@@ -433,14 +421,14 @@ static int load_symbols(Elf *elf, struct sym_file *f, char *err, size_t errlen)
 		f->table = ".dynsym";
 	}
 	if (b.n_raw == 0) {
-		rc = sym_err(err, errlen, SYM_ENOSYMS, "%s: no function symbols (%s)", f->label,
+		rc = err_set(err, errlen, SYM_ENOSYMS, "%s: no function symbols (%s)", f->label,
 			     symtab || dynsym ? "the symbol tables define no function"
 					      : "no .symtab or .dynsym");
 		goto out;
 	}
 	rc = finish(&b, f);
 	if (rc)
-		sym_err(err, errlen, rc, "%s: out of memory", f->label);
+		err_set(err, errlen, rc, "%s: out of memory", f->label);
 out:
 	builder_free(&b);
 	return rc;
@@ -455,27 +443,27 @@ static int load_cmp(const void *pa, const void *pb)
 static int load(Elf *elf, unsigned flags, struct sym_file *f, char *err, size_t errlen)
 {
 	if (!elf || elf_kind(elf) != ELF_K_ELF)
-		return sym_err(err, errlen, SYM_ENOTELF, "%s: not an ELF file%s", f->label,
+		return err_set(err, errlen, SYM_ENOTELF, "%s: not an ELF file%s", f->label,
 			       elf && elf_kind(elf) == ELF_K_AR ? " (an ar archive)" : "");
 
 	GElf_Ehdr eh;
 	if (!gelf_getehdr(elf, &eh))
-		return sym_err(err, errlen, SYM_ENOTELF, "%s: corrupt ELF header: %s", f->label,
+		return err_set(err, errlen, SYM_ENOTELF, "%s: corrupt ELF header: %s", f->label,
 			       elf_errmsg(-1));
 	if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh.e_machine != EM_X86_64)
-		return sym_err(err, errlen, SYM_EUNSUPP,
+		return err_set(err, errlen, SYM_EUNSUPP,
 			       "%s: not an x86-64 ELF (class %u, data %u, machine %u)", f->label,
 			       eh.e_ident[EI_CLASS], eh.e_ident[EI_DATA], eh.e_machine);
 	if (eh.e_type != ET_EXEC && eh.e_type != ET_DYN)
-		return sym_err(err, errlen, SYM_EUNSUPP,
+		return err_set(err, errlen, SYM_EUNSUPP,
 			       "%s: ELF type %u is neither an executable nor a shared object",
 			       f->label, eh.e_type);
 	f->type = eh.e_type;
 
 	size_t nph;
 	if (elf_getphdrnum(elf, &nph))
-		return sym_err(err, errlen, SYM_ENOTELF, "%s: corrupt program headers: %s",
+		return err_set(err, errlen, SYM_ENOTELF, "%s: corrupt program headers: %s",
 			       f->label, elf_errmsg(-1));
 	f->loads = malloc((nph ? nph : 1) * sizeof *f->loads);
 	if (!f->loads)
@@ -483,7 +471,7 @@ static int load(Elf *elf, unsigned flags, struct sym_file *f, char *err, size_t 
 	for (size_t i = 0; i < nph && i <= INT32_MAX; i++) {
 		GElf_Phdr ph;
 		if (!gelf_getphdr(elf, (int)i, &ph))
-			return sym_err(err, errlen, SYM_ENOTELF, "%s: corrupt program header %zu",
+			return err_set(err, errlen, SYM_ENOTELF, "%s: corrupt program header %zu",
 				       f->label, i);
 		if (ph.p_type == PT_LOAD)
 			f->loads[f->n_loads++] =
@@ -502,7 +490,7 @@ static int open_common(Elf *elf, const char *label, unsigned flags, struct sym_f
 	struct sym_file *f = calloc(1, sizeof *f);
 	if (!f || !(f->label = strdup(label))) {
 		free(f);
-		return sym_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	}
 	int rc = load(elf, flags, f, err, errlen);
 	if (rc) {
@@ -516,21 +504,21 @@ static int open_common(Elf *elf, const char *label, unsigned flags, struct sym_f
 int sym_open(const char *path, unsigned flags, struct sym_file **out, char *err, size_t errlen)
 {
 	if (!path || !out)
-		return sym_err(err, errlen, -EINVAL, "sym_open: NULL argument");
+		return err_set(err, errlen, -EINVAL, "sym_open: NULL argument");
 	*out = NULL;
 	if (elf_version(EV_CURRENT) == EV_NONE)
-		return sym_err(err, errlen, -ENOSYS, "libelf: %s", elf_errmsg(-1));
+		return err_set(err, errlen, -ENOSYS, "libelf: %s", elf_errmsg(-1));
 
 	/* O_NONBLOCK: opening a FIFO must not hang; it is refused below. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
-		return sym_err(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		return err_set(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	struct stat st;
 	int rc;
 	if (fstat(fd, &st)) {
-		rc = sym_err(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		rc = err_set(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	} else if (!S_ISREG(st.st_mode)) {
-		rc = sym_err(err, errlen, S_ISDIR(st.st_mode) ? -EISDIR : SYM_ENOTELF,
+		rc = err_set(err, errlen, S_ISDIR(st.st_mode) ? -EISDIR : SYM_ENOTELF,
 			     "%s: not a regular file", path);
 	} else {
 		/* Read, not mapped: a file truncated under a mapping would raise SIGBUS, and
@@ -547,14 +535,14 @@ int sym_open_memory(const void *buf, size_t len, unsigned flags, struct sym_file
 		    char *err, size_t errlen)
 {
 	if ((!buf && len) || !out)
-		return sym_err(err, errlen, -EINVAL, "sym_open_memory: NULL argument");
+		return err_set(err, errlen, -EINVAL, "sym_open_memory: NULL argument");
 	*out = NULL;
 	if (elf_version(EV_CURRENT) == EV_NONE)
-		return sym_err(err, errlen, -ENOSYS, "libelf: %s", elf_errmsg(-1));
+		return err_set(err, errlen, -ENOSYS, "libelf: %s", elf_errmsg(-1));
 	/* libelf may convert data in place, and the caller's buffer is const: use a copy. */
 	char *copy = malloc(len ? len : 1);
 	if (!copy)
-		return sym_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	if (len)
 		memcpy(copy, buf, len);
 	Elf *elf = elf_memory(copy, len);
@@ -610,7 +598,7 @@ int sym_select(const struct sym_file *f, const char *pattern, struct sym_match *
 	       size_t *n, char *err, size_t errlen)
 {
 	if (!f || !pattern || !out || !n)
-		return sym_err(err, errlen, -EINVAL, "sym_select: NULL argument");
+		return err_set(err, errlen, -EINVAL, "sym_select: NULL argument");
 	*out = NULL;
 	*n = 0;
 
@@ -624,13 +612,13 @@ int sym_select(const struct sym_file *f, const char *pattern, struct sym_match *
 			ver++;
 		}
 		if (!*ver || strchr(ver, '@'))
-			return sym_err(err, errlen, -EINVAL, "'%s': bad version", pattern);
+			return err_set(err, errlen, -EINVAL, "'%s': bad version", pattern);
 	}
 	if (blen == 0)
-		return sym_err(err, errlen, -EINVAL, "'%s': empty function name", pattern);
+		return err_set(err, errlen, -EINVAL, "'%s': empty function name", pattern);
 	char *base = strndup(pattern, blen);
 	if (!base)
-		return sym_err(err, errlen, -ENOMEM, "out of memory");
+		return err_set(err, errlen, -ENOMEM, "out of memory");
 	bool glob = strpbrk(base, "*?[") != NULL;
 
 	struct sym_match *m = NULL;
@@ -654,7 +642,7 @@ int sym_select(const struct sym_file *f, const char *pattern, struct sym_match *
 		if (!hit)
 			continue;
 		if (grow((void **)&m, &cap, nm + 1, sizeof *m)) {
-			rc = sym_err(err, errlen, -ENOMEM, "out of memory");
+			rc = err_set(err, errlen, -ENOMEM, "out of memory");
 			goto out;
 		}
 		m[nm++] = (struct sym_match){ e, hit };
@@ -670,15 +658,15 @@ int sym_select(const struct sym_file *f, const char *pattern, struct sym_match *
 	}
 	if (nm == 0) {
 		if (glob)
-			rc = sym_err(err, errlen, SYM_ENOMATCH, "%s: no function matches '%s'",
+			rc = err_set(err, errlen, SYM_ENOMATCH, "%s: no function matches '%s'",
 				     f->label, pattern);
 		else if (!ver && is_import(f, base))
-			rc = sym_err(err, errlen, SYM_ENOFUNC,
+			rc = err_set(err, errlen, SYM_ENOFUNC,
 				     "%s: '%s' is not defined here, only imported: name the "
 				     "library that defines it (e.g. libc:%s)",
 				     f->label, base, base);
 		else
-			rc = sym_err(err, errlen, SYM_ENOFUNC, "%s: no function '%s'", f->label,
+			rc = err_set(err, errlen, SYM_ENOFUNC, "%s: no function '%s'", f->label,
 				     pattern);
 		goto out;
 	}
@@ -696,7 +684,7 @@ int sym_probeable(const struct sym_match *m, char *err, size_t errlen)
 	if (!m->name->ifunc)
 		return 0;
 	const char *name = m->name->name;
-	return sym_err(err, errlen, SYM_EIFUNC,
+	return err_set(err, errlen, SYM_EIFUNC,
 		       "'%s' is a GNU indirect function (ifunc): its symbol is the resolver the "
 		       "dynamic linker runs once to pick an implementation, not the code that "
 		       "runs; probe the implementation instead (by its own name, e.g. "
