@@ -256,6 +256,25 @@ def bad_input():
         print("SKIP: permission case needs root and setpriv")
 
 
+def versus_uprobes():
+    """Counts equal kernel uprobes' (bpftrace) on the same deterministic workload."""
+    cmd = [T["WORKLOAD"], "--threads", "3", "--rounds", "50"]
+    try:
+        bt = subprocess.run(["bpftrace", "-e", f'uprobe:{T["WORKLOAD"]}:work_alpha {{ @n = count(); }}',
+                             "-c", " ".join(cmd)], capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        print("SKIP: bpftrace is not installed")
+        return
+    m = re.search(r"@n: (\d+)", bt.stdout)
+    if bt.returncode != 0 or not m:
+        print("SKIP: bpftrace cannot run here:", (bt.stderr.strip().splitlines() or ["?"])[-1])
+        return
+    rc, out, err, rep = trace(["work_alpha"], cmd)
+    check(rc == 0, f"exit status {rc}")
+    check(hits(rep)["work_alpha"] == int(m.group(1)),
+          f"ptss counted {hits(rep)['work_alpha']}, uprobes {m.group(1)}")
+
+
 SCENARIOS = {
     "workload-exact": workload_exact,
     "fork-untraced-child": fork_untraced_child,
@@ -270,6 +289,7 @@ SCENARIOS = {
     "original-bytes-restored": original_bytes_restored,
     "fallback-without-scratch": fallback_without_scratch,
     "bad-input": bad_input,
+    "versus-uprobes": versus_uprobes,
 }
 
 if __name__ == "__main__":
