@@ -74,7 +74,10 @@ static int trace_main(int argc, char **argv)
 	}
 	loop_resume_all(&t);
 	rc = loop_run(&t);
-	report_print(&t, t.out, true);
+	if (rc != PTSS_EXIT_PROBE) /* nothing to report of a trace that could not start */
+		report_print(&t, t.out, true);
+	if (t.child && rc == PTSS_EXIT_PROBE && !t.child_exited)
+		kill(t.child, SIGKILL); /* stopped at its entry, before any code of its own */
 	if (t.child) {
 		/* Our child: its status is ours, once it is done (also after a detach). */
 		int status = t.child_status;

@@ -239,6 +239,7 @@ def bad_input():
     run(["trace", "f"], 2, "-p PID or -- COMMAND")
     run(["frobnicate"], 2, "unknown command")
     run(["trace", "no_such_function", "--", tgt, "1"], 3, "no function 'no_such_function'", input="")
+    run(["trace", "libc:no_such_function", "--", tgt, "1"], 3, "no_such_function", input="")
     run(["trace", "/nonexistent/lib.so:f", "--", tgt, "1"], 3, "No such file", input="")
     run(["trace", "/etc/passwd:f", "--", tgt, "1"], 3, "not an ELF", input="")
     run(["trace", "refused_syscall_fn", "--", tgt, "1"], 3, "syscall at 0x[0-9a-f]+: cannot run", input="")

@@ -136,8 +136,6 @@ static void new_task(struct tracer *t, struct thread *parent)
 	let_child_go(p, tid);
 }
 
-static bool first_image_done;
-
 /* A new image: the old life's scratch is gone with the old memory; start a new one. */
 static void exec_event(struct tracer *t, pid_t pid)
 {
@@ -184,10 +182,17 @@ static void exec_event(struct tracer *t, pid_t pid)
 		p->entry_site = p->notice_site = 0;
 	}
 	p->before_entry = true;
+	p->exec_seen = true;
 	struct thread *nt = thread_add(t, p, pid);
 	thread_claim(t, nt);
 	sites_place(t, p, false);
 	ptrace(PTRACE_CONT, pid, 0, 0);
+}
+
+/* Probe errors are fatal in the command ptss started while it has run no code of its own. */
+static bool probes_fatal(const struct process *p)
+{
+	return p->started && !p->exec_seen && p->before_entry;
 }
 
 /* A SIGTRAP at one of our sites. */
@@ -197,24 +202,26 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 	if (s->internal && s->addr == p->entry_site) {
 		/* The program's entry: ld.so has loaded every needed library. */
 		uint64_t addr = s->addr;
+		bool fatal = probes_fatal(p);
 		sites_remove(p, addr);
 		p->entry_site = 0;
 		p->before_entry = false;
-		int rc = sites_place(t, p, !first_image_done);
+		int rc = sites_place(t, p, fatal);
 		regs->rip = addr;
 		if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
 			return -errno;
 		return rc;
 	}
+	int rc = 0;
 	if (s->internal && s->addr == p->notice_site) {
 		uint64_t addr = s->addr;
-		sites_place(t, p, false); /* a dlopen: place what has become resolvable */
-		s = site_find(p, addr);   /* the table may have moved */
+		rc = sites_place(t, p, probes_fatal(p)); /* ld.so's startup, or a dlopen */
+		s = site_find(p, addr);                  /* the table may have moved */
 	}
-	int err = hit_handle(t, th, regs, s);
+	int err = hit_handle(t, th, regs, s); /* resumes the thread, whatever rc says */
 	if (err && err != -ESRCH)
 		msg("thread %d at 0x%llx: %s", (int)th->tid, (unsigned long long)regs->rip, strerror(-err));
-	return 0;
+	return rc;
 }
 
 static void pass_signal(struct thread *th, int sig)
@@ -423,10 +430,8 @@ int loop_run(struct tracer *t)
 	 * request are seen even where a signal alone would restart the wait. */
 	struct itimerval it = { { 0, 100000 }, { 0, 100000 } };
 	setitimer(ITIMER_REAL, &it, NULL);
-	first_image_done = false;
 	int rc = 0;
 	while (t->procs) {
-		first_image_done = true;
 		if (stop_signal || (t->set->duration > 0 && now() - start >= t->set->duration)) {
 			detach_all(t, false);
 			break;

@@ -91,6 +91,7 @@ struct process {
 	uint64_t notice_site;  /* the internal site at ld.so's _dl_debug_state, or 0 */
 	bool started;          /* ptss started it: its exit status is ptss's */
 	bool before_entry;     /* a fresh image, its program entry not reached yet */
+	bool exec_seen;        /* an image after the first one */
 	int nthreads;
 	struct process *next;
 };
