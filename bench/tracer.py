@@ -185,7 +185,8 @@ class Tools:
             if not ok:
                 errors = [l.strip() for l in out.splitlines()
                           if re.search(r"error|denied|not permitted|cannot|failed", l, re.I)]
-                self.why[tool] = (f"exit status {rc}, {got} hits counted for {n}: "
+                self.why[tool] = (f"exit status {rc}, {'no' if got is None else got} hits "
+                                  f"counted for {n}: "
                                   + ("; ".join(errors[:2]) or out.strip()[-200:]))
 
 

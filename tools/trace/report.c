@@ -13,7 +13,8 @@ static size_t collect(struct tracer *t, const struct row *r, struct thread_count
 	struct thread_count *c = malloc((n ? n : 1) * sizeof(*c));
 	if (!c)
 		abort();
-	memcpy(c, r->threads, r->nthreads * sizeof(*c));
+	if (r->nthreads) /* memcpy from NULL is undefined even for 0 bytes */
+		memcpy(c, r->threads, r->nthreads * sizeof(*c));
 	size_t k = r->nthreads;
 	for (size_t i = 0; i < t->tcap; i++) {
 		struct thread *th = t->threads[i];

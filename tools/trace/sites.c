@@ -76,7 +76,8 @@ int sites_copy(struct process *child, const struct process *parent)
 	child->sites = malloc((parent->cap ? parent->cap : 1) * sizeof(*child->sites));
 	if (!child->sites)
 		return -ENOMEM;
-	memcpy(child->sites, parent->sites, parent->nsites * sizeof(*child->sites));
+	if (parent->nsites)
+		memcpy(child->sites, parent->sites, parent->nsites * sizeof(*child->sites));
 	child->nsites = parent->nsites;
 	child->cap = parent->cap ? parent->cap : 1;
 	child->entry_site = parent->entry_site;
