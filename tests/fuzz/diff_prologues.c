@@ -3,6 +3,7 @@
  * them, in a sandboxed child under ptrace; the two runs must end alike.
  *
  *   prologues.py [LIBRARY...] | diff_prologues [-v] [--max N] [--seeds DIR] [CORPUS]
+ *   diff_prologues --fuzz DIR     the instructions of fuzz_relocate inputs instead
  *
  * CORPUS (default stdin) has one line per code window, "HEX ADDRESS NAME" (prologues.py).
  * Every instruction decoded from a window, up to an unconditional jump or a return, is a
@@ -39,6 +40,7 @@
 #include "ref_decode.h"
 #include "relocate.h"
 
+#include <dirent.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -184,6 +186,35 @@ static int read_corpus(FILE *f)
 	return ferror(f) ? -1 : 0;
 }
 
+/* fuzz_relocate inputs (their instruction and address; the registers are ours): the
+ * instructions a fuzzer found, run for real. */
+static int read_fuzz_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		uint8_t in[RELOC_INSN_MAX + 8] = { 0 };
+		char path[4096];
+		struct ref_insn insn;
+		uint64_t addr;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		FILE *f = e->d_name[0] == '.' ? NULL : fopen(path, "rb");
+		if (!f)
+			continue;
+		size_t n = fread(in, 1, sizeof(in), f);
+		fclose(f);
+		size_t avail = n < RELOC_INSN_MAX ? n : RELOC_INSN_MAX;
+		memcpy(&addr, in + RELOC_INSN_MAX, 8);
+		n_windows++;
+		if (avail && ref_decode(&insn, in, avail))
+			add_case(in, avail, insn.in.length, addr ^ 0x401000, e->d_name, 0, true);
+	}
+	closedir(d);
+	return 0;
+}
+
 /* ---- results ----------------------------------------------------------------------- */
 
 static const char *const how_names[] = {
@@ -201,6 +232,7 @@ struct reason {
 static struct {
 	unsigned accepted, refused, how[N_HOW];
 	unsigned runs, equal, different, child_errors, x87_ip_only, steps, unwinds;
+	unsigned ended_trap, ended_segv, ended_other; /* the original runs */
 	struct reason reasons[64];
 	unsigned n_reasons;
 } st;
@@ -576,7 +608,7 @@ static bool same_end(const struct ctx *x, const struct child *ch, const struct o
 		       r->code, o->sig, o->code);
 		return false;
 	}
-	if ((o->sig == SIGSEGV || o->sig == SIGBUS) && o->fault_addr != r->fault_addr) {
+	if (o->fault_addr != r->fault_addr) {
 		report(x->c, x->what, "fault address %#" PRIx64 ", the original's %#" PRIx64, r->fault_addr,
 		       o->fault_addr);
 		return false;
@@ -610,12 +642,19 @@ static bool same_end(const struct ctx *x, const struct child *ch, const struct o
 	return true;
 }
 
-/* Forgiven in the rerun comparison of a rep string instruction: its progress registers. */
+/* Forgiven when a rep string instruction is stopped between iterations: what it writes
+ * (its counters, lods's accumulator, cmps's flags). 0 for anything else. */
 static unsigned rep_progress(const struct ref_insn *d)
 {
+	unsigned m = 1u << 16;
 	if (!(d->in.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE)))
 		return 0;
-	return 1u << 1 | 1u << 6 | 1u << 7; /* rcx, rsi, rdi */
+	for (unsigned i = 0; i < d->in.operand_count; i++) {
+		int n = d->ops[i].type == ZYDIS_OPERAND_TYPE_REGISTER ? ref_gpr(d->ops[i].reg.value) : -1;
+		if (n >= 0 && (d->ops[i].actions & ZYDIS_OPERAND_ACTION_MASK_WRITE))
+			m |= 1u << n;
+	}
+	return m;
 }
 
 /*
@@ -658,6 +697,8 @@ static bool step_entry(const struct ctx *x, struct child *ch, const struct user_
 			return false;
 		}
 		if (++k > MAX_STEPS) {
+			if (rep_progress(x->d))
+				return true; /* a long rep: its first iterations were enough */
 			report(x->c, x->what, "more than %d steps in the entry", MAX_STEPS);
 			return false;
 		}
@@ -670,10 +711,9 @@ static bool step_entry(const struct ctx *x, struct child *ch, const struct user_
 	/* Out of the entry, or a fault in it (unwound back to the instruction). */
 	if (!unwind_fault(x, hit, s))
 		return false;
-	if (retry) { /* the entry's own load jumps back to the instruction, to run it again */
-		if (s->sig != SIGTRAP || *(d = regs_diff(&s->regs, start, x->skip))) {
-			report(x->c, x->what, "stepped out of the retry with signal %d (out/start):%s",
-			       s->sig, s->sig == SIGTRAP ? d : "");
+	if (retry && s->sig == SIGTRAP) { /* the load done, back to the instruction to rerun it */
+		if (*(d = regs_diff(&s->regs, start, x->skip))) {
+			report(x->c, x->what, "stepped out of the retry load (out/start):%s", d);
 			return false;
 		}
 		return true;
@@ -768,6 +808,15 @@ static void test_case(const struct icase *c)
 			ok = false;
 			break;
 		}
+		if (out_o.sig == SIGTRAP)
+			st.ended_trap++;
+		else if (out_o.sig == SIGSEGV)
+			st.ended_segv++;
+		else
+			st.ended_other++;
+		if (verbose && out_o.sig != SIGTRAP)
+			printf("  %s, registers %d: the original ended by signal %d at %#llx\n", c->name,
+			       seed, out_o.sig, out_o.regs.rip);
 		/* Where the instruction ends: its single step; for a rep string instruction, whose
 		 * step is one iteration, the continued run's trap just after it. */
 		const struct outcome *after = &out_o1;
@@ -872,7 +921,7 @@ static int by_count(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	const char *seeds = NULL, *path = NULL;
+	const char *seeds = NULL, *path = NULL, *fuzz_dir = NULL;
 	size_t max = (size_t)-1;
 	struct timespec t0, t1;
 
@@ -881,23 +930,35 @@ int main(int argc, char **argv)
 			verbose = true;
 		else if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
 			seeds = argv[++i];
+		else if (!strcmp(argv[i], "--fuzz") && i + 1 < argc)
+			fuzz_dir = argv[++i];
 		else if (!strcmp(argv[i], "--max") && i + 1 < argc)
 			max = strtoull(argv[++i], NULL, 0);
 		else if (argv[i][0] != '-' && !path)
 			path = argv[i];
 		else {
-			fprintf(stderr, "usage: %s [-v] [--max N] [--seeds DIR] [CORPUS]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-v] [--max N] [--seeds DIR] [--fuzz DIR | CORPUS]\n",
+				argv[0]);
 			return 2;
 		}
 	}
-	FILE *f = path ? fopen(path, "r") : stdin;
 	set = calloc(1u << SET_BITS, sizeof(*set));
-	if (!f || !set || read_corpus(f)) {
-		perror(path ? path : "stdin");
+	if (!set)
 		return 2;
+	if (fuzz_dir) {
+		if (read_fuzz_dir(fuzz_dir)) {
+			perror(fuzz_dir);
+			return 2;
+		}
+	} else {
+		FILE *f = path ? fopen(path, "r") : stdin;
+		if (!f || read_corpus(f)) {
+			perror(path ? path : "stdin");
+			return 2;
+		}
+		if (f != stdin)
+			fclose(f);
 	}
-	if (f != stdin)
-		fclose(f);
 	if (seeds)
 		return write_seeds(seeds);
 	if (!n_cases) {
@@ -932,6 +993,8 @@ int main(int argc, char **argv)
 	       "the entry, %u unwinds; x87 pointers alone differed in %u)\n",
 	       st.accepted, st.equal, st.different, st.child_errors, st.runs, st.steps, st.unwinds,
 	       st.x87_ip_only);
+	printf("original runs ended by a trap %u, by SIGSEGV %u, otherwise %u\n", st.ended_trap,
+	       st.ended_segv, st.ended_other);
 	printf("%.1f s\n", (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return st.different || st.child_errors ? 1 : 0;
 }

@@ -226,6 +226,18 @@ def fallback_without_scratch():
     check(rep["fallbacks"] == 4 and rep["scratch"]["claim_failures"] > 0, "fallback not reported")
 
 
+def fallback_many_threads():
+    """--no-scratch: every hit of many threads, signals included, through the fallback."""
+    cmd = [T["WORKLOAD"], "--signals", "--threads", "6", "--rounds", "40"]
+    probes = ["work_alpha", "work_beta", "on_signal_work"]
+    rc, out, err, rep = trace(probes, cmd, extra=["--no-scratch"])
+    check(rc == 0, f"exit status {rc}: {err[-2000:]}")
+    compare_counts(rep, expected(err), "fallback", probes)
+    check(out == untraced(cmd).stdout, "stdout differs from an untraced run")
+    check(rep["fallbacks"] == sum(hits(rep).values()), "not every hit took the fallback")
+    check(rep["scratch"]["pages"] == 0, "pages mapped with --no-scratch")
+
+
 def bad_input():
     """Each bad input: one line on stderr starting 'ptss:', and its documented status."""
     def run(args, want, pattern, prefix=(), **kw):
@@ -297,6 +309,7 @@ SCENARIOS = {
     "attach-sigint": lambda: attach_and_detach("sigint"),
     "original-bytes-restored": original_bytes_restored,
     "fallback-without-scratch": fallback_without_scratch,
+    "fallback-many-threads": fallback_many_threads,
     "bad-input": bad_input,
     "versus-uprobes": versus_uprobes,
 }

@@ -26,6 +26,8 @@ static const char usage_text[] =
 	"  --interval SECONDS  print a live summary to stderr every SECONDS\n"
 	"  --duration SECONDS  detach after SECONDS\n"
 	"  --entry-size BYTES  scratch entry size, a power of two >= 16 (default 64)\n"
+	"  --no-scratch        map no scratch: every hit stops the process and single-steps\n"
+	"                      (slow; to compare, or where nothing may be mapped)\n"
 	"  -q                  no informational messages\n"
 	"  -h, --help          this help\n"
 	"\n"
@@ -57,12 +59,13 @@ static bool parse_seconds(const char *arg, double *out)
 
 int settings_parse(struct settings *s, int argc, char **argv)
 {
-	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE };
+	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE, OPT_NO_SCRATCH };
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "interval", required_argument, NULL, OPT_INTERVAL },
 		{ "duration", required_argument, NULL, OPT_DURATION },
 		{ "entry-size", required_argument, NULL, OPT_ENTRY_SIZE },
+		{ "no-scratch", no_argument, NULL, OPT_NO_SCRATCH },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -109,6 +112,7 @@ int settings_parse(struct settings *s, int argc, char **argv)
 				return usage_error("--entry-size: not a power of two from 16 to 4096: '%s'", optarg);
 			s->entry_size = (size_t)v;
 			break;
+		case OPT_NO_SCRATCH: s->no_scratch = true; break;
 		case '?':
 		default:
 			if (optopt && optopt < 256)

@@ -110,6 +110,8 @@ static int fallback(struct tracer *t, struct thread *th, struct user_regs_struct
 		}
 		if (WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0)
 			break; /* the step is done */
+		if ((status >> 16) == PTRACE_EVENT_STOP)
+			th->stale_interrupt = false; /* the interrupt that was still due */
 		ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0); /* an event stop on the way */
 	}
 	uint8_t int3 = 0xcc;
@@ -156,11 +158,44 @@ int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *reg
 
 /* ---- stopping the other threads of a process, for the fallback ---- */
 
+/*
+ * Waits for u's interrupt stop. A stop that comes first is settled so that u stays
+ * stopped with nothing lost: a hit is rewound to re-execute its int3 later, a signal is
+ * delivered (its handler runs once u is resumed), and only events are left to the loop.
+ */
+static void hold(struct tracer *t, struct thread *u)
+{
+	for (;;) {
+		int status;
+		if (waitpid(u->tid, &status, __WALL) < 0)
+			return;
+		int event = status >> 16, sig = WSTOPSIG(status);
+		if (WIFSTOPPED(status) && event == PTRACE_EVENT_STOP) {
+			u->held_by_interrupt = true;
+			return;
+		}
+		struct user_regs_struct regs;
+		siginfo_t si;
+		if (WIFSTOPPED(status) && event == 0 && sig == SIGTRAP && !ptrace(PTRACE_GETSIGINFO, u->tid, 0, &si) &&
+		    si.si_code == SI_KERNEL && !ptrace(PTRACE_GETREGS, u->tid, 0, &regs) &&
+		    site_find(u->proc, regs.rip - 1)) {
+			regs.rip -= 1; /* the hit happens again when u runs: counted then */
+			ptrace(PTRACE_SETREGS, u->tid, 0, &regs);
+			ptrace(PTRACE_CONT, u->tid, 0, 0);
+		} else if (WIFSTOPPED(status) && event == 0 && sig != (SIGTRAP | 0x80)) {
+			loop_pass_signal(u, sig); /* the interrupt stop follows at once */
+		} else {
+			loop_defer(t, u->tid, status); /* an event, or its exit: the loop's business */
+			return;
+		}
+	}
+}
+
 static void stop_others(struct tracer *t, struct thread *th)
 {
 	for (size_t i = 0; i < t->tcap; i++) {
 		struct thread *u = t->threads[i];
-		if (u && u != th && u->proc == th->proc && !u->held) {
+		if (u && u != th && u->proc == th->proc && !u->held && !u->queued) {
 			ptrace(PTRACE_INTERRUPT, u->tid, 0, 0);
 			u->stopping = true;
 		}
@@ -169,17 +204,9 @@ static void stop_others(struct tracer *t, struct thread *th)
 		struct thread *u = t->threads[i];
 		if (!u || !u->stopping)
 			continue;
-		int status;
-		if (waitpid(u->tid, &status, __WALL) < 0)
-			continue;
 		u->stopping = false;
 		u->held = true;
-		/* Any stop will do: an event or a hit that came first is kept for the loop, and
-		 * the interrupt stop that is still due is swallowed when it comes. */
-		if ((status >> 16) != PTRACE_EVENT_STOP || !WIFSTOPPED(status))
-			loop_defer(t, u->tid, status);
-		else
-			u->held_by_interrupt = true;
+		hold(t, u);
 	}
 }
 

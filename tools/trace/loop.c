@@ -15,15 +15,9 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static volatile sig_atomic_t stop_signal, ticked;
-
-static void on_stop_signal(int sig) { stop_signal = sig; }
-static void on_tick(int sig) { (void)sig; ticked = 1; }
 
 /* Stops deferred by the fallback, and first stops of tasks whose parent event is not yet seen. */
 struct pending { pid_t tid; int status; };
@@ -40,8 +34,24 @@ static void push(struct pending **list, size_t *n, pid_t tid, int status)
 
 void loop_defer(struct tracer *t, pid_t tid, int status)
 {
-	(void)t;
+	struct thread *th = thread_find(t, tid);
+	if (th)
+		th->queued = true; /* stopped until the loop takes its stop: leave it alone */
 	push(&deferred, &ndeferred, tid, status);
+}
+
+/* The oldest deferred stop; false when there is none. */
+static bool take_deferred(struct tracer *t, pid_t *tid, int *status)
+{
+	if (!ndeferred)
+		return false;
+	*tid = deferred[0].tid;
+	*status = deferred[0].status;
+	memmove(deferred, deferred + 1, --ndeferred * sizeof(*deferred));
+	struct thread *th = thread_find(t, *tid);
+	if (th)
+		th->queued = false;
+	return true;
 }
 
 static bool take_early(pid_t tid)
@@ -224,7 +234,7 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 	return rc;
 }
 
-static void pass_signal(struct thread *th, int sig)
+void loop_pass_signal(struct thread *th, int sig)
 {
 	struct user_regs_struct regs;
 	if (th->in_entry && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
@@ -303,7 +313,7 @@ static int dispatch(struct tracer *t, pid_t tid, int status)
 				return on_site(t, th, &regs, s);
 		}
 	}
-	pass_signal(th, sig);
+	loop_pass_signal(th, sig);
 	return 0;
 }
 
@@ -325,13 +335,8 @@ static void stop_all(struct tracer *t)
 			break;
 		int status;
 		pid_t tid;
-		if (ndeferred) {
-			tid = deferred[0].tid;
-			status = deferred[0].status;
-			memmove(deferred, deferred + 1, --ndeferred * sizeof(*deferred));
-		} else if ((tid = waitpid(-1, &status, __WALL)) < 0) {
+		if (!take_deferred(t, &tid, &status) && (tid = waitpid(-1, &status, __WALL)) < 0)
 			break;
-		}
 		struct thread *th = thread_find(t, tid);
 		if (!th || WIFEXITED(status) || WIFSIGNALED(status) || (status >> 16) == PTRACE_EVENT_EXIT) {
 			if (th)
@@ -417,42 +422,44 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * Signals reach the loop only through sigtimedwait: they stay blocked, so that no handler
+ * interrupts the many waits of injections and fallbacks, and a SIGCHLD that comes between
+ * the last waitpid and the sleep is still pending when the sleep starts.
+ */
 int loop_run(struct tracer *t)
 {
-	struct sigaction sa = { .sa_handler = on_stop_signal }; /* no SA_RESTART: wake waitpid */
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sa.sa_handler = on_tick;
-	sigaction(SIGALRM, &sa, NULL);
+	sigset_t wake, old;
+	sigemptyset(&wake);
+	sigaddset(&wake, SIGCHLD);
+	sigaddset(&wake, SIGINT);
+	sigaddset(&wake, SIGTERM);
+	sigaddset(&wake, SIGHUP);
+	sigprocmask(SIG_BLOCK, &wake, &old);
 	double start = now(), last_report = start;
-	/* A tick every 100 ms wakes waitpid, so that --interval, --duration and a stop
-	 * request are seen even where a signal alone would restart the wait. */
-	struct itimerval it = { { 0, 100000 }, { 0, 100000 } };
-	setitimer(ITIMER_REAL, &it, NULL);
-	int rc = 0;
+	int rc = 0, stop_signal = 0;
 	while (t->procs) {
 		if (stop_signal || (t->set->duration > 0 && now() - start >= t->set->duration)) {
 			detach_all(t, false);
 			break;
 		}
-		if (ticked) {
-			ticked = 0;
-			if (t->set->interval > 0 && now() - last_report >= t->set->interval) {
-				last_report = now();
-				report_print(t, stderr, false);
-			}
+		if (t->set->interval > 0 && now() - last_report >= t->set->interval) {
+			last_report = now();
+			report_print(t, stderr, false);
 		}
 		pid_t tid;
 		int status;
-		if (ndeferred) {
-			tid = deferred[0].tid;
-			status = deferred[0].status;
-			memmove(deferred, deferred + 1, --ndeferred * sizeof(*deferred));
-		} else if ((tid = waitpid(-1, &status, __WALL)) < 0) {
-			if (errno == EINTR)
+		if (!take_deferred(t, &tid, &status)) {
+			tid = waitpid(-1, &status, __WALL | WNOHANG);
+			if (tid < 0)
+				break; /* no traced task left */
+			if (tid == 0) { /* nothing ready: sleep until a stop or a signal, 100 ms at most */
+				struct timespec tick = { 0, 100 * 1000 * 1000 };
+				int sig = sigtimedwait(&wake, NULL, &tick);
+				if (sig > 0 && sig != SIGCHLD)
+					stop_signal = sig;
 				continue;
-			break;
+			}
 		}
 		int r = dispatch(t, tid, status);
 		if (r && !rc)
@@ -462,8 +469,7 @@ int loop_run(struct tracer *t)
 			break;
 		}
 	}
-	struct itimerval off = { { 0, 0 }, { 0, 0 } };
-	setitimer(ITIMER_REAL, &off, NULL);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	free(deferred);
 	free(early);
 	deferred = early = NULL;
@@ -495,7 +501,7 @@ int loop_setup(struct tracer *t)
 		if (t->threads[i] && t->threads[i]->proc == p)
 			ths[n++] = t->threads[i];
 	ptss_space_ptrace_use_thread(p->space, ths[0]->tid);
-	int err = ptss_enable(p->scratch, n, entries);
+	int err = t->set->no_scratch ? 0 : ptss_enable(p->scratch, n, entries);
 	if (err) {
 		t->claim_failures += n;
 		info(t, "no scratch entries for %d's %zu threads (%s): hits use the fallback",

@@ -102,7 +102,7 @@ void thread_remove(struct tracer *t, struct thread *th)
 void thread_claim(struct tracer *t, struct thread *th)
 {
 	struct process *p = th->proc;
-	if (!p->scratch || th->entry)
+	if (!p->scratch || th->entry || t->set->no_scratch)
 		return;
 	ptss_space_ptrace_use_thread(p->space, th->tid);
 	th->entry = ptss_claim(p->scratch);

@@ -48,6 +48,7 @@ struct settings {
 	double duration;       /* --duration SECONDS; 0: none */
 	bool quiet;            /* -q: no informational messages */
 	size_t entry_size;     /* --entry-size (default 64) */
+	bool no_scratch;       /* --no-scratch: every hit takes the fallback (for comparison) */
 };
 
 /* cli.c */
@@ -114,6 +115,7 @@ struct thread {
 	bool held;             /* stopped by ptss for another thread's fallback */
 	bool held_by_interrupt;/* ... in the interrupt stop itself */
 	bool stale_interrupt;  /* an interrupt stop is still due: swallow it */
+	bool queued;           /* stopped, its stop deferred in the loop's queue */
 	int detach_sig;        /* a signal to hand over when detaching */
 };
 
@@ -168,6 +170,7 @@ void thread_fold_counts(struct tracer *t, struct thread *th);
 /* loop.c: the event loop and the lifecycle */
 int loop_run(struct tracer *t);
 void loop_defer(struct tracer *t, pid_t tid, int status); /* handle this stop later */
+void loop_pass_signal(struct thread *th, int sig);       /* deliver, unwinding it first */
 int loop_setup(struct tracer *t);       /* first image: enable, place probes */
 void loop_resume_all(struct tracer *t);
 void loop_detach_stopped(struct tracer *t); /* everything stopped: restore, unmap, detach */
