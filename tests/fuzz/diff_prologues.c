@@ -4,6 +4,7 @@
  *
  *   prologues.py [LIBRARY...] | diff_prologues [-v] [--max N] [--seeds DIR] [CORPUS]
  *   diff_prologues --fuzz DIR     the instructions of fuzz_relocate inputs instead
+ *   diff_prologues --random N [--seed S]   N random instructions instead
  *
  * CORPUS (default stdin) has one line per code window, "HEX ADDRESS NAME" (prologues.py).
  * Every instruction decoded from a window, up to an unconditional jump or a return, is a
@@ -34,6 +35,9 @@
  * x87 last-instruction pointers aside: they are addresses of the instruction) and every
  * byte of data, stack, near pages and the TLS around fs_base; the ending signal, its code
  * and a fault's address. A fault inside the entry is unwound first, as the tracer does.
+ * Not compared: what rdtsc, rdrand, cpuid and their like write; the progress registers of
+ * a rep string instruction stopped between iterations. A case whose original run does not
+ * end within 2 s (jmp $) is skipped; a relocated run that does not is a difference.
  * Prints each difference, a summary, and exits 1 if there was any.
  */
 #define _GNU_SOURCE
@@ -56,6 +60,7 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -107,7 +112,7 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
 	return h;
 }
 
-static bool add_case(const uint8_t *p, size_t avail, size_t len, uint64_t vaddr, const char *lib,
+static bool add_case(const uint8_t *p, size_t avail, size_t len, uint64_t vaddr, const char *name,
 		     size_t off, bool first)
 {
 	uint64_t h = hash_bytes(p, len);
@@ -134,13 +139,22 @@ static bool add_case(const uint8_t *p, size_t avail, size_t len, uint64_t vaddr,
 	c->len = (uint8_t)len;
 	c->first = first;
 	c->vaddr = vaddr;
-	if (asprintf(&c->name, "%s+%zu", lib, off) < 0) {
+	if (asprintf(&c->name, "%s+%zu", name, off) < 0) {
 		perror("diff_prologues");
 		exit(2);
 	}
 	set[i] = (uint32_t)++n_cases;
 	n_first += first;
 	return true;
+}
+
+/* splitmix64 */
+static uint64_t rng(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
 }
 
 /* Instructions after which the window's bytes need not be code. */
@@ -215,6 +229,37 @@ static int read_fuzz_dir(const char *dir)
 	return 0;
 }
 
+/*
+ * Random instructions (seeded): 15 random bytes, the first often a prefix or an escape,
+ * and half of those with a memory operand turned rip-relative. Only the first instruction
+ * of each is a case.
+ */
+static void random_cases(size_t n, uint64_t seed)
+{
+	static const uint8_t lead[] = { 0x0f, 0x48, 0x4c, 0x66, 0xf2, 0xf3, 0xc4, 0xc5, 0x62, 0xff };
+	uint64_t s = seed;
+	for (size_t k = 0; k < n; k++) {
+		uint8_t w[RELOC_INSN_MAX];
+		struct ref_insn d;
+		char name[40];
+		for (size_t i = 0; i < sizeof(w); i++)
+			w[i] = (uint8_t)rng(&s);
+		uint64_t r = rng(&s);
+		if (r & 1)
+			w[0] = lead[(r >> 8) % sizeof(lead)];
+		n_windows++;
+		if (!ref_decode(&d, w, sizeof(w)))
+			continue;
+		if ((r & 2) && (d.in.attributes & ZYDIS_ATTRIB_HAS_MODRM) && d.in.raw.modrm.mod != 3) {
+			w[d.in.raw.modrm.offset] = (uint8_t)((w[d.in.raw.modrm.offset] & 0x38) | 0x05);
+			if (!ref_decode(&d, w, sizeof(w)))
+				continue;
+		}
+		snprintf(name, sizeof(name), "random-%zu", k);
+		add_case(w, sizeof(w), d.in.length, r >> 16, name, 0, true);
+	}
+}
+
 /* ---- results ----------------------------------------------------------------------- */
 
 static const char *const how_names[] = {
@@ -233,6 +278,7 @@ static struct {
 	unsigned accepted, refused, how[N_HOW];
 	unsigned runs, equal, different, child_errors, x87_ip_only, steps, unwinds;
 	unsigned ended_trap, ended_segv, ended_other; /* the original runs */
+	unsigned endless;                             /* cases whose original never ended */
 	struct reason reasons[64];
 	unsigned n_reasons;
 } st;
@@ -302,7 +348,15 @@ struct child {
 	size_t mem_len;                /* bytes of all regions */
 };
 
-static int death_status; /* waitpid's, for the last child that died */
+static int death_status;               /* waitpid's, for the last child that died */
+static bool timed_out;                 /* it was killed: a run went on for 2 s */
+static volatile sig_atomic_t alarmed;  /* the parent's timer */
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarmed = 1;
+}
 
 struct outcome {
 	int sig, code;
@@ -323,12 +377,11 @@ static void *map_fixed(uint64_t addr, size_t len, int prot)
 __attribute__((noreturn))
 static void child_main(uint64_t near)
 {
-	struct rlimit cpu = { 5, 5 }, zero = { 0, 0 };
+	struct rlimit cpu = { 10, 10 }, zero = { 0, 0 }; /* the parent cuts runs at 2 s */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	setrlimit(RLIMIT_CPU, &cpu);
 	setrlimit(RLIMIT_FSIZE, &zero);
 	setrlimit(RLIMIT_CORE, &zero);
-	alarm(20); /* a run that never ends stops with SIGALRM */
 	if (!map_fixed(CODE_BASE, CODE_SIZE, PROT_READ | PROT_EXEC) ||
 	    !map_fixed(DATA, DATA_SIZE, PROT_READ | PROT_WRITE) ||
 	    !map_fixed(STACK, STACK_SIZE, PROT_READ | PROT_WRITE) ||
@@ -405,6 +458,8 @@ static bool get_xstate(pid_t pid, int type, void *buf, size_t *len)
 	return true;
 }
 
+static const char no_sandbox[] = "no ptrace or seccomp here";
+
 /* Starts a child for an instruction at addr; near: the page of its rip-relative operand. */
 static const char *child_start(struct child *ch, const struct icase *c, uint64_t addr, uint64_t near)
 {
@@ -423,6 +478,8 @@ static const char *child_start(struct child *ch, const struct icase *c, uint64_t
 	    WSTOPSIG(status) != SIGTRAP) {
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
 			return "its memory could not be mapped";
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 4)
+			return no_sandbox;
 		return "it did not stop";
 	}
 	ptrace(PTRACE_SETOPTIONS, ch->pid, NULL, (void *)(uintptr_t)PTRACE_O_EXITKILL);
@@ -482,7 +539,18 @@ static bool capture(struct child *ch, struct outcome *o)
 	siginfo_t si;
 	size_t xlen;
 
-	if (waitpid(ch->pid, &status, 0) != ch->pid || !WIFSTOPPED(status)) {
+	/* A run that never ends (jmp $, a long loop) is cut short: SIGALRM interrupts the wait. */
+	struct itimerval t = { .it_value = { 2, 0 } }, off = { .it_value = { 0, 0 } };
+	alarmed = 0;
+	setitimer(ITIMER_REAL, &t, NULL);
+	pid_t w = waitpid(ch->pid, &status, 0);
+	setitimer(ITIMER_REAL, &off, NULL);
+	if (w < 0 && errno == EINTR && alarmed) {
+		kill(ch->pid, SIGKILL);
+		waitpid(ch->pid, &status, 0);
+		timed_out = true;
+	}
+	if (w != ch->pid || !WIFSTOPPED(status)) {
 		death_status = status;
 		ch->pid = -1;
 		return false;
@@ -504,7 +572,7 @@ static bool capture(struct child *ch, struct outcome *o)
 	return true;
 }
 
-/* From regs until the run ends: a trap, a fault, a signal (SIGALRM: it never ended). */
+/* From regs until the run ends: a trap, a fault, a signal (or killed after 2 s). */
 static bool run_cont(struct child *ch, const struct user_regs_struct *regs, const uint8_t *entry,
 		     size_t entry_len, struct outcome *o)
 {
@@ -646,7 +714,8 @@ static bool same_end(const struct ctx *x, const struct child *ch, const struct o
  * (its counters, lods's accumulator, cmps's flags). 0 for anything else. */
 static unsigned rep_progress(const struct ref_insn *d)
 {
-	unsigned m = 1u << 16;
+	unsigned m = 1u << 16 | 1u << 1 | 1u << 6 | 1u << 7; /* flags, rcx, rsi, rdi: the decoder
+								    omits some of them */
 	if (!(d->in.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE)))
 		return 0;
 	for (unsigned i = 0; i < d->in.operand_count; i++) {
@@ -676,8 +745,10 @@ static bool step_entry(const struct ctx *x, struct child *ch, const struct user_
 	int k = 0;
 
 	st.steps++;
-	if (!restore(ch, entry, hit->entry_len) || !set_state(ch, prepared))
+	if (!restore(ch, entry, hit->entry_len) || !set_state(ch, prepared)) {
+		report(x->c, x->what, "ptrace: %s", strerror(errno));
 		return false;
+	}
 	for (;;) {
 		uint64_t off = u.rip - ENTRY;
 		int rc = reloc_unwind(x->plan, ENTRY, hit, &u, &rerun);
@@ -702,13 +773,18 @@ static bool step_entry(const struct ctx *x, struct child *ch, const struct user_
 			report(x->c, x->what, "more than %d steps in the entry", MAX_STEPS);
 			return false;
 		}
-		if (!run_step(ch, s))
+		if (!run_step(ch, s)) {
+			if (ch->pid > 0)
+				report(x->c, x->what, "ptrace: %s", strerror(errno));
 			return false;
+		}
 		if (s->sig != SIGTRAP || s->regs.rip < ENTRY || s->regs.rip >= ENTRY + hit->entry_len)
 			break;
 		u = s->regs;
 	}
 	/* Out of the entry, or a fault in it (unwound back to the instruction). */
+	if (s->sig == SIGTRAP && s->code == SI_KERNEL)
+		s->regs.rip--; /* ran on into an int3, as out_o1 may */
 	if (!unwind_fault(x, hit, s))
 		return false;
 	if (retry && s->sig == SIGTRAP) { /* the load done, back to the instruction to rerun it */
@@ -728,13 +804,6 @@ static bool step_entry(const struct ctx *x, struct child *ch, const struct user_
 
 /* ---- one case ---------------------------------------------------------------------- */
 
-static uint64_t rng(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* Register set `seed`: every register but rsp a pointer into data, the flags both ways. */
 static void start_regs(const struct child *ch, int seed, uint64_t addr, struct user_regs_struct *u)
@@ -788,6 +857,10 @@ static void test_case(const struct icase *c)
 	if (near && near + NEAR_SIZE > CODE_BASE && near < CODE_BASE + CODE_SIZE)
 		near = 0;
 	const char *err = child_start(&ch, c, addr, near);
+	if (err == no_sandbox) { /* a container without them: skipped, as meson counts 77 */
+		printf("diff_prologues: %s, skipped\n", err);
+		exit(77);
+	}
 	if (err) {
 		report(c, "setup", "child: %s", err);
 		st.child_errors++;
@@ -799,15 +872,25 @@ static void test_case(const struct icase *c)
 	bool through_mem = (plan.how == RELOC_JMP_IND || plan.how == RELOC_CALL_IND) &&
 			   d.ops[0].type == ZYDIS_OPERAND_TYPE_MEMORY;
 	bool ok = true;
+	bool original = true; /* in the original's runs */
+	timed_out = false;
 	for (int seed = 0; seed < N_SEEDS && ok && ch.pid > 0; seed++) {
 		struct user_regs_struct start;
 		start_regs(&ch, seed, addr, &start);
 		snprintf(x.what, sizeof(x.what), "%s, registers %d, original", how_names[plan.how], seed);
+		original = true;
 		if (!run_cont(&ch, &start, NULL, 0, &out_o) ||
 		    !restore(&ch, NULL, 0) || !set_state(&ch, &start) || !run_step(&ch, &out_o1)) {
+			if (ch.pid > 0)
+				report(c, x.what, "ptrace: %s", strerror(errno));
 			ok = false;
 			break;
 		}
+		original = false;
+		/* A step that ran on into an int3 (after an instruction the kernel emulates, which
+		 * gets no trap of its own: sgdt, str, smsw under UMIP): it ended at the int3. */
+		if (out_o1.sig == SIGTRAP && out_o1.code == SI_KERNEL)
+			out_o1.regs.rip--;
 		if (out_o.sig == SIGTRAP)
 			st.ended_trap++;
 		else if (out_o.sig == SIGSEGV)
@@ -854,6 +937,8 @@ static void test_case(const struct icase *c)
 				break;
 			}
 			if (!run_cont(&ch, &u, entry, hit.entry_len, &out_r)) {
+				if (ch.pid > 0)
+					report(c, x.what, "ptrace: %s", strerror(errno));
 				ok = false;
 				break;
 			}
@@ -863,12 +948,24 @@ static void test_case(const struct icase *c)
 						through_mem && !loaded, &out_s);
 		}
 	}
-	if (ch.pid <= 0) {
+	if (ch.pid <= 0 && timed_out && original) {
+		st.endless++; /* not comparable: the instruction itself does not end */
+		ok = true;
+	} else if (ch.pid <= 0 && timed_out) {
+		report(c, x.what, "the relocated run did not end, the original did");
+		st.different++;
+		ok = false;
+	} else if (ch.pid <= 0) {
+		/* Killed (seccomp, rlimit) or gone: a difference unless it was the original. */
 		if (WIFSIGNALED(death_status))
 			report(c, x.what, "the child was killed by signal %d", WTERMSIG(death_status));
 		else
 			report(c, x.what, "the child ended (status %#x)", death_status);
-		st.child_errors++;
+		if (original)
+			st.child_errors++;
+		else
+			st.different++;
+		ok = false;
 	} else if (ok) {
 		st.equal++;
 	} else {
@@ -922,6 +1019,8 @@ static int by_count(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *seeds = NULL, *path = NULL, *fuzz_dir = NULL;
+	size_t n_random = 0;
+	uint64_t seed = 1;
 	size_t max = (size_t)-1;
 	struct timespec t0, t1;
 
@@ -932,12 +1031,17 @@ int main(int argc, char **argv)
 			seeds = argv[++i];
 		else if (!strcmp(argv[i], "--fuzz") && i + 1 < argc)
 			fuzz_dir = argv[++i];
+		else if (!strcmp(argv[i], "--random") && i + 1 < argc)
+			n_random = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+			seed = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--max") && i + 1 < argc)
 			max = strtoull(argv[++i], NULL, 0);
 		else if (argv[i][0] != '-' && !path)
 			path = argv[i];
 		else {
-			fprintf(stderr, "usage: %s [-v] [--max N] [--seeds DIR] [--fuzz DIR | CORPUS]\n",
+			fprintf(stderr, "usage: %s [-v] [--max N] [--seeds DIR] [--fuzz DIR | "
+				"--random N [--seed S] | CORPUS]\n",
 				argv[0]);
 			return 2;
 		}
@@ -945,7 +1049,9 @@ int main(int argc, char **argv)
 	set = calloc(1u << SET_BITS, sizeof(*set));
 	if (!set)
 		return 2;
-	if (fuzz_dir) {
+	if (n_random) {
+		random_cases(n_random, seed);
+	} else if (fuzz_dir) {
 		if (read_fuzz_dir(fuzz_dir)) {
 			perror(fuzz_dir);
 			return 2;
@@ -972,6 +1078,9 @@ int main(int argc, char **argv)
 		if (!(outs[i]->mem = malloc(mem_max)))
 			return 2;
 	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART: waits are cut */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	size_t n = n_cases < max ? n_cases : max;
 	for (size_t i = 0; i < n; i++)
@@ -993,8 +1102,8 @@ int main(int argc, char **argv)
 	       "the entry, %u unwinds; x87 pointers alone differed in %u)\n",
 	       st.accepted, st.equal, st.different, st.child_errors, st.runs, st.steps, st.unwinds,
 	       st.x87_ip_only);
-	printf("original runs ended by a trap %u, by SIGSEGV %u, otherwise %u\n", st.ended_trap,
-	       st.ended_segv, st.ended_other);
+	printf("original runs ended by a trap %u, by SIGSEGV %u, otherwise %u; %u cases never "
+	       "ended (skipped)\n", st.ended_trap, st.ended_segv, st.ended_other, st.endless);
 	printf("%.1f s\n", (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return st.different || st.child_errors ? 1 : 0;
 }

@@ -54,8 +54,12 @@ def windows(lib, nbytes):
     with open(lib, "rb") as f:
         data = f.read()
     segs = exec_segments(data)
-    out = subprocess.run(["nm", "-D", "--defined-only", lib], check=True,
-                         capture_output=True, text=True).stdout
+    try:
+        out = subprocess.run(["nm", "-D", "--defined-only", lib], check=True,
+                             capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        print("prologues.py: no nm (binutils), skipped")
+        sys.exit(77)  # meson's "skipped"
     base = os.path.basename(lib)
     for line in out.splitlines():
         parts = line.split()

@@ -206,6 +206,11 @@ static int plan_relative(struct reloc_plan *plan, const struct insn *d, const ch
 		if (in->address_width != 64)
 			return refuse(why, why_len, text, plan->addr,
 				      "loop with a 32-bit count is not supported");
+		/* An f2/f3 prefix turns loope into loopne (and back) on some CPUs only. */
+		for (ZyanU8 i = 0; i < in->raw.prefix_count; i++)
+			if (in->raw.prefixes[i].value == 0xf2 || in->raw.prefixes[i].value == 0xf3)
+				return refuse(why, why_len, text, plan->addr,
+					      "rep prefix on a loop (CPU-dependent)");
 		plan->how = RELOC_LOOP;
 		plan->cond = in->mnemonic == ZYDIS_MNEMONIC_LOOP ? 0 :
 			     in->mnemonic == ZYDIS_MNEMONIC_LOOPE ? 1 : 2;
@@ -423,6 +428,12 @@ int reloc_plan_make(struct reloc_plan *plan, uint64_t addr, const uint8_t *code,
 	case ZYDIS_MNEMONIC_INTO:
 		return refuse(why, why_len, text, addr, "cannot run out of line");
 	case ZYDIS_MNEMONIC_NOP:
+		/* Only 90 and 0f 1f are nops on every CPU: 0f 0d with a register operand, say,
+		 * raises #UD on some. The others are copied, to do in the entry what they do. */
+		if (!(in->opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && in->opcode == 0x90) &&
+		    !(in->opcode_map == ZYDIS_OPCODE_MAP_0F && in->opcode == 0x1f))
+			break;
+		/* fall through */
 	case ZYDIS_MNEMONIC_ENDBR64:
 	case ZYDIS_MNEMONIC_ENDBR32:
 		/* No effect but rip, even with a memory operand (never accessed). */
