@@ -178,9 +178,10 @@ static unsigned expected_classes(const struct ref_insn *d, bool *must_accept)
 		return 0;
 	case ZYDIS_MNEMONIC_NOP: case ZYDIS_MNEMONIC_ENDBR64: case ZYDIS_MNEMONIC_ENDBR32:
 		/* Emulated, or copied: faithful too, and right for what the decoder calls a nop
-		 * but a CPU may not (0f 0d with a register operand is #UD on AMD). */
+		 * but a CPU may not (0f 0d with a register operand is #UD on AMD); a copied
+		 * hint nop with a rip-relative operand is rebased like any such operand. */
 		*must_accept = true;
-		return BIT(RELOC_NOP) | BIT(RELOC_COPY);
+		return BIT(RELOC_NOP) | BIT(RELOC_COPY) | BIT(RELOC_RIPREL);
 	case ZYDIS_MNEMONIC_RET: case ZYDIS_MNEMONIC_IRET: case ZYDIS_MNEMONIC_IRETD:
 	case ZYDIS_MNEMONIC_IRETQ:
 		*must_accept = true;
