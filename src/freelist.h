@@ -40,11 +40,14 @@ static inline uint64_t ptss_head_next(uint64_t head, uint32_t top)
 }
 
 #ifdef PTSS_TEST_HOOKS
-/* Called by a popper between reading the head and its CAS: lets a test interleave. */
+/* Called by a popper (pusher) between reading the head and its CAS: lets a test interleave. */
 extern void (*_ptss_freelist_pop_hook)(void);
+extern void (*_ptss_freelist_push_hook)(void);
 #define PTSS_POP_HOOK() do { if (_ptss_freelist_pop_hook) _ptss_freelist_pop_hook(); } while (0)
+#define PTSS_PUSH_HOOK() do { if (_ptss_freelist_push_hook) _ptss_freelist_push_hook(); } while (0)
 #else
 #define PTSS_POP_HOOK() ((void)0)
+#define PTSS_PUSH_HOOK() ((void)0)
 #endif
 
 /*
@@ -79,6 +82,7 @@ static inline void ptss_freelist_push_chain(struct ptss_freelist *fl, uint32_t f
 	uint64_t head = ptss_atomic_load_relaxed(&fl->head);
 	do {
 		ptss_atomic_store_relaxed(&fl->next[last], ptss_head_top(head));
+		PTSS_PUSH_HOOK();
 	} while (!ptss_atomic_cas_weak_release(&fl->head, &head, ptss_head_next(head, first)));
 }
 

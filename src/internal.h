@@ -36,9 +36,11 @@
  *   entry i runs at base + (i << entry_shift), is written at view + (i << entry_shift)
  *   torn_down       => list.next == NULL, no reservation, claims fail, releases ignored
  *
+ *   claimed        >= entries off the list (owned, or being claimed or released)
+ *
  * Ownership: list.head, claimed and claimed_high_water change lock-free (any thread);
- * pages, base, view and the grow counters change only under `lock`; the geometry is
- * fixed at creation. The tracer keeps 4 bytes per entry (its next[] slot) and nothing else.
+ * pages, base, view and the grow counters change only under `lock` (or in tear_down,
+ * which runs alone); the geometry is fixed at creation. The tracer keeps 4 bytes per entry (its next[] slot) and nothing else.
  */
 struct ptss_proc {
 	/* The hot line, written by every claim and release: keeping the counters beside the
@@ -51,7 +53,9 @@ struct ptss_proc {
 	_Alignas(PTSS_CACHE_LINE) ptss_space *space;
 	_Atomic uint32_t pages;
 	_Atomic bool torn_down;
-	uint64_t base;       /* the reservation in the target, 0 when none */
+	/* The reservation in the target, 0 when none. Atomic so that ptss_fork can read it
+	 * without the lock, which a fork child may hold a copy of, locked (see ptss_fork). */
+	_Atomic uint64_t base;
 	unsigned char *view; /* the tracer's view of it */
 	unsigned entry_shift, page_shift, epp_shift;
 	uint32_t max_pages;

@@ -8,6 +8,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#ifdef PTSS_TEST_HOOKS
+void (*_ptss_freelist_push_hook)(void); /* see freelist.h; the pop hook is in test_hooks.c */
+#endif
+
 #define PTSS_OFFSET_OF(p, i) ((size_t)(i) << (p)->entry_shift)
 
 static inline ptss_entry *entry_of(const ptss_proc *p, uint32_t i)
@@ -33,7 +37,7 @@ static inline uint32_t index_of(const ptss_proc *p, const ptss_entry *e)
 uint64_t ptss_entry_addr(const ptss_proc *p, const ptss_entry *e)
 {
 	uint32_t i = index_of(p, e);
-	return i == PTSS_NIL ? 0 : p->base + PTSS_OFFSET_OF(p, i);
+	return i == PTSS_NIL ? 0 : ptss_atomic_load_relaxed(&p->base) + PTSS_OFFSET_OF(p, i);
 }
 
 void *ptss_entry_view(const ptss_proc *p, const ptss_entry *e)
@@ -90,10 +94,10 @@ ptss_proc *ptss_proc_new(ptss_space *space, const struct ptss_opts *opts)
 
 static void drop_reservation(ptss_proc *p, bool unmap_target)
 {
-	if (!p->base)
+	if (!ptss_atomic_load_relaxed(&p->base))
 		return;
 	_ptss_space_release(p->space, unmap_target);
-	p->base = 0;
+	ptss_atomic_store_release(&p->base, 0);
 	p->view = NULL;
 	ptss_atomic_store_relaxed(&p->pages, 0);
 }
@@ -146,12 +150,15 @@ static int grow_locked(ptss_proc *p, uint32_t npages, uint32_t *first)
 		err = -ENOSPC;
 		goto fail;
 	}
-	if (!p->base) {
+	if (!ptss_atomic_load_relaxed(&p->base)) {
 		void *view;
-		err = _ptss_space_reserve(p->space, p->reserve_size, &p->base, &view);
+		uint64_t base;
+		err = _ptss_space_reserve(p->space, p->reserve_size, &base, &view);
 		if (err)
 			goto fail;
 		p->view = view;
+		/* Before any commit: a fork that copies a committed page also copies base. */
+		ptss_atomic_store_release(&p->base, base);
 		reserved_here = true;
 	}
 	err = _ptss_space_commit(p->space, (size_t)pages << p->page_shift,
@@ -182,6 +189,11 @@ static void push_range(ptss_proc *p, uint32_t from, uint32_t to)
 	ptss_freelist_push_chain(&p->list, from, to);
 }
 
+/*
+ * `claimed` counts an entry from before its pop until after its push, so it is never
+ * below the number of entries off the list, and its high water never under-reports two
+ * entries held at once (one being claimed while another is being released).
+ */
 static inline void count_claims(ptss_proc *p, uint64_t n)
 {
 	uint64_t claimed = ptss_atomic_add_relaxed(&p->claimed, n) + n;
@@ -189,7 +201,8 @@ static inline void count_claims(ptss_proc *p, uint64_t n)
 		ptss_atomic_max_relaxed(&p->claimed_high_water, claimed);
 }
 
-ptss_entry *ptss_claim_locked(ptss_proc *p)
+/* Pop again, else grow; the caller holds the lock and has counted the claim. */
+static ptss_entry *claim_locked(ptss_proc *p)
 {
 	if (ptss_unlikely(ptss_atomic_load_relaxed(&p->torn_down))) {
 		errno = ESRCH;
@@ -207,8 +220,16 @@ ptss_entry *ptss_claim_locked(ptss_proc *p)
 		ptss_atomic_store_relaxed(&p->list.next[i], PTSS_CLAIMED);
 		push_range(p, i + 1, i + ((uint32_t)1 << p->epp_shift) - 1);
 	}
-	count_claims(p, 1);
 	return entry_of(p, i);
+}
+
+ptss_entry *ptss_claim_locked(ptss_proc *p)
+{
+	count_claims(p, 1);
+	ptss_entry *e = claim_locked(p);
+	if (!e)
+		ptss_atomic_sub_relaxed(&p->claimed, 1);
+	return e;
 }
 
 ptss_entry *ptss_claim(ptss_proc *p)
@@ -217,14 +238,15 @@ ptss_entry *ptss_claim(ptss_proc *p)
 		errno = ESRCH;
 		return NULL;
 	}
+	count_claims(p, 1);
 	uint32_t i = ptss_freelist_pop(&p->list);
-	if (ptss_likely(i != PTSS_NIL)) {
-		count_claims(p, 1);
+	if (ptss_likely(i != PTSS_NIL))
 		return entry_of(p, i);
-	}
 	ptss_lock(p);
-	ptss_entry *e = ptss_claim_locked(p);
+	ptss_entry *e = claim_locked(p);
 	ptss_unlock(p);
+	if (!e)
+		ptss_atomic_sub_relaxed(&p->claimed, 1);
 	return e;
 }
 
@@ -238,8 +260,8 @@ int ptss_release(ptss_proc *p, ptss_entry *e)
 	uint32_t i = index_of(p, e);
 	if (ptss_unlikely(i == PTSS_NIL || ptss_atomic_load_relaxed(&p->list.next[i]) != PTSS_CLAIMED))
 		return -EINVAL;
-	ptss_atomic_sub_relaxed(&p->claimed, 1);
 	ptss_freelist_push(&p->list, i);
+	ptss_atomic_sub_relaxed(&p->claimed, 1);
 	return 0;
 }
 
@@ -253,7 +275,7 @@ int ptss_enable(ptss_proc *p, size_t n, ptss_entry **out)
 		err = -ESRCH;
 		goto out;
 	}
-	if (p->base) {
+	if (ptss_atomic_load_relaxed(&p->base)) {
 		err = -EBUSY;
 		goto out;
 	}
@@ -281,13 +303,25 @@ out:
 	return err;
 }
 
+/*
+ * Takes no lock. In a fork child of the process that holds p (the self space, an
+ * in-process agent) the fork copied p's lock as it was: held, if another thread held it,
+ * and then no thread of the child will ever release it. So ptss_fork reads only what it
+ * can read without the lock:
+ *   - reserve_size, fixed when p was created;
+ *   - base, an atomic written only under the lock by the growth that makes the
+ *     reservation (0 -> its address, once per life, before the first page is committed)
+ *     and by drop_reservation (-> 0: a first growth that failed, exec/exit, detach).
+ * A fork copies base as it was at the fork. If it was 0, nothing was committed yet: the
+ * child has at most an inaccessible copy of a reservation under way, with no code in it
+ * and no way to write it (the self space seals its memfd). Against a tracer's own
+ * ptss_proc (the ptrace space), the value is whatever the last growth left, as before.
+ */
 int ptss_fork(ptss_proc *parent, ptss_space *child)
 {
 	if (!parent || !child)
 		return -EINVAL;
-	ptss_lock(parent);
-	uint64_t base = parent->base;
-	ptss_unlock(parent);
+	uint64_t base = ptss_atomic_load_acquire(&parent->base);
 	if (!base)
 		return 0; /* nothing was mapped before the fork: nothing was copied */
 	return _ptss_space_unmap(child, base, parent->reserve_size);
@@ -313,10 +347,11 @@ void ptss_stats_get(const ptss_proc *p, struct ptss_stats *out)
 bool ptss_proc_is_valid(const ptss_proc *p)
 {
 	if (p->torn_down)
-		return p->list.next == NULL && !p->base && p->pages == 0;
+		return p->list.next == NULL && !ptss_atomic_load_relaxed(&p->base) && p->pages == 0;
 	uint32_t entries = entries_of(p);
 	uint64_t claimed = ptss_atomic_load_relaxed(&p->claimed);
-	if (p->pages > p->max_pages || (p->pages && !p->base) || claimed > entries)
+	if (p->pages > p->max_pages || (p->pages && !ptss_atomic_load_relaxed(&p->base)) ||
+	    claimed > entries)
 		return false;
 
 	/* Walk the list, marking each index seen; it must end within `entries` steps. */

@@ -16,17 +16,27 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 /* The pause: the paused thread posts `paused` and waits for `resume`, once. */
 static sem_t paused, resume;
-static _Thread_local int pause_next_pop;
+static _Thread_local int pause_next_pop, pause_next_push;
 
 static void pause_hook(void)
 {
 	if (!pause_next_pop)
 		return;
 	pause_next_pop = 0;
+	sem_post(&paused);
+	sem_wait(&resume);
+}
+
+static void push_pause_hook(void)
+{
+	if (!pause_next_push)
+		return;
+	pause_next_push = 0;
 	sem_post(&paused);
 	sem_wait(&resume);
 }
@@ -163,6 +173,108 @@ static void test_claims_survive_aba(void **state)
 	ptss_space_free(s);
 }
 
+/*
+ * Issue 9, defect 6: claimed_high_water must never under-report. One entry per page, so
+ * every claim that finds the list empty grows. A releaser is paused inside its push, its
+ * entry off the list; main claims meanwhile and must grow: two entries are held at once
+ * (one by main, one in the releaser's hands), and the statistic must say two. Counting a
+ * release before its push said one.
+ */
+static ptss_entry *to_release;
+
+static void *releaser(void *arg)
+{
+	(void)arg;
+	pause_next_push = 1;
+	ptss_release(proc, to_release);
+	return NULL;
+}
+
+static void test_defect6_high_water_counts_a_release_until_its_push(void **state)
+{
+	(void)state;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	ptss_space *s = ptss_space_self_new();
+	struct ptss_opts o = PTSS_OPTS(.entry_size = page, .page_size = page, .reserve_size = 4 * page);
+	proc = ptss_proc_new(s, &o);
+	to_release = ptss_claim(proc);
+	assert_non_null(to_release);
+
+	_ptss_freelist_push_hook = push_pause_hook;
+	pthread_t t;
+	pthread_create(&t, NULL, releaser, NULL);
+	sem_wait(&paused); /* the releaser is between its head load and its CAS */
+	ptss_entry *b = ptss_claim(proc);
+	assert_non_null(b);
+	struct ptss_stats st;
+	ptss_stats_get(proc, &st);
+	assert_int_equal(st.pages, 2); /* the list was empty: the first entry was not back yet */
+	assert_true(st.claimed_high_water >= 2);
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	_ptss_freelist_push_hook = NULL;
+
+	ptss_stats_get(proc, &st);
+	assert_int_equal(st.claimed, 1);
+	assert_int_equal(st.free, 1);
+	assert_int_equal(st.claimed_high_water, 2);
+	assert_true(ptss_proc_is_valid(proc));
+	assert_int_equal(ptss_release(proc, b), 0);
+	ptss_proc_free(proc);
+	ptss_space_free(s);
+}
+
+/*
+ * Issue 9, defect 6, the claim's side: K threads each claim one entry and hold it until
+ * all have theirs. Whatever the interleaving, the high water is at least K at the end.
+ */
+#define HW_THREADS 8
+static pthread_barrier_t all_hold;
+
+static void *claim_and_hold(void *arg)
+{
+	ptss_entry *e = ptss_claim(proc);
+	*(ptss_entry **)arg = e;
+	pthread_barrier_wait(&all_hold);
+	pthread_barrier_wait(&all_hold);
+	if (e)
+		ptss_release(proc, e);
+	return NULL;
+}
+
+static void test_defect6_high_water_of_concurrent_claims(void **state)
+{
+	(void)state;
+	ptss_space *s = ptss_space_self_new();
+	struct ptss_opts o = test_opts(4, 16);
+	proc = ptss_proc_new(s, &o);
+	for (int round = 0; round < 50; round++) {
+		pthread_barrier_init(&all_hold, NULL, HW_THREADS + 1);
+		pthread_t t[HW_THREADS];
+		ptss_entry *got[HW_THREADS];
+		for (int i = 0; i < HW_THREADS; i++)
+			pthread_create(&t[i], NULL, claim_and_hold, &got[i]);
+		pthread_barrier_wait(&all_hold); /* every thread holds its entry */
+		struct ptss_stats st;
+		ptss_stats_get(proc, &st);
+		assert_int_equal(st.claimed, HW_THREADS);
+		assert_true(st.claimed_high_water >= HW_THREADS);
+		pthread_barrier_wait(&all_hold);
+		for (int i = 0; i < HW_THREADS; i++) {
+			pthread_join(t[i], NULL);
+			assert_non_null(got[i]);
+		}
+		pthread_barrier_destroy(&all_hold);
+		ptss_stats_get(proc, &st);
+		assert_int_equal(st.claimed, 0);
+		assert_true(st.claimed_high_water >= HW_THREADS);
+		assert_true(st.claimed_high_water <= st.entries);
+	}
+	assert_true(ptss_proc_is_valid(proc));
+	ptss_proc_free(proc);
+	ptss_space_free(s);
+}
+
 int main(void)
 {
 	sem_init(&paused, 0, 0);
@@ -171,6 +283,8 @@ int main(void)
 		cmocka_unit_test(test_plain_pointer_stack_suffers_aba),
 		cmocka_unit_test(test_tagged_list_survives_aba),
 		cmocka_unit_test(test_claims_survive_aba),
+		cmocka_unit_test(test_defect6_high_water_counts_a_release_until_its_push),
+		cmocka_unit_test(test_defect6_high_water_of_concurrent_claims),
 	};
 	return cmocka_run_group_tests_name("aba", tests, NULL, NULL);
 }

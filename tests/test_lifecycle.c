@@ -1,10 +1,15 @@
 /* Every seed operation on the `self` space: claim, claim_locked, release, enable, fork, exec/exit. */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -254,6 +259,127 @@ static void test_fork_removes_pages_in_child_only(void **state)
 	assert_true(ptss_proc_is_valid(f->p));
 }
 
+/*
+ * Issue 9, defect 6: ptss_fork runs in a fork child of the self space. A fork copies the
+ * process lock in whatever state it is in: if another thread held it at the fork, the
+ * child's copy stays locked forever, so ptss_fork must not take it.
+ */
+static sem_t lock_held, lock_release;
+
+static void *hold_the_lock(void *arg)
+{
+	ptss_proc *p = arg;
+	ptss_lock(p);
+	sem_post(&lock_held);
+	sem_wait(&lock_release);
+	ptss_unlock(p);
+	return NULL;
+}
+
+static void test_defect6_fork_while_another_thread_holds_the_lock(void **state)
+{
+	struct fixture *f = *state;
+	ptss_entry *e = ptss_claim(f->p);
+	assert_non_null(e);
+	uint64_t addr = ptss_entry_addr(f->p, e);
+	sem_init(&lock_held, 0, 0);
+	sem_init(&lock_release, 0, 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, hold_the_lock, f->p), 0);
+	sem_wait(&lock_held);
+
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		alarm(10); /* a deadlocked ptss_fork dies of SIGALRM instead of hanging the test */
+		ptss_space *child = ptss_space_self_new();
+		int bad = ptss_fork(f->p, child) != 0;
+		bad |= (test_maps_overlapping(addr, 1) != 0) << 1;
+		ptss_space_free(child);
+		_exit(bad);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	sem_post(&lock_release);
+	pthread_join(t, NULL);
+	assert_false(WIFSIGNALED(status)); /* SIGALRM: ptss_fork deadlocked on the copied lock */
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(ptss_release(f->p, e), 0);
+	assert_true(ptss_proc_is_valid(f->p));
+	sem_destroy(&lock_held);
+	sem_destroy(&lock_release);
+}
+
+/* Does any fd of this process point at a ptss memfd? */
+static bool has_ptss_memfd_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return true; /* cannot tell: count it as a failure */
+	bool found = false;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char path[300], target[256];
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		if (n > 0) {
+			target[n] = 0;
+			found |= strstr(target, "memfd:ptss") != NULL;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* In a fork child: the executable copy cannot be made writable, and no fd reaches it. */
+static int child_tries_to_write(uint64_t addr, size_t page)
+{
+	int bad = 0;
+	if (has_ptss_memfd_fd())
+		bad |= 1; /* a writable handle to the scratch memfd was inherited */
+	errno = 0;
+	if (mprotect((void *)(uintptr_t)addr, page, PROT_READ | PROT_WRITE) == 0)
+		bad |= 2; /* the parent's entries could be written through the copy */
+	else if (errno != EACCES && errno != EPERM)
+		bad |= 4;
+	if (mprotect((void *)(uintptr_t)addr, page, PROT_READ | PROT_WRITE | PROT_EXEC) == 0)
+		bad |= 8;
+	return bad;
+}
+
+/*
+ * Issue 9, defect 6: the process holds no writable handle to its scratch beyond its own
+ * view. No fd to the memfd stays open; the memfd is sealed so that the executable mapping
+ * can never be made writable, here or in a fork child, whose copy holds the parent's code.
+ */
+static void test_defect6_no_writable_handle_to_the_scratch(void **state)
+{
+	struct fixture *f = *state;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	ptss_entry *e = ptss_claim(f->p);
+	assert_non_null(e);
+	uint64_t addr = ptss_entry_addr(f->p, e);
+	assert_int_equal(test_run_entry(f->p, e, 11), 11);
+	assert_false(has_ptss_memfd_fd());
+	/* Not even this process can make its executable range writable. */
+	assert_int_not_equal(mprotect((void *)(uintptr_t)addr, page, PROT_READ | PROT_WRITE), 0);
+	char perms[8];
+	assert_string_equal(test_maps_perms(addr, perms), "r-xs");
+
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child_tries_to_write(addr, page));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* The view still writes, and the entry runs what was written. */
+	assert_int_equal(test_run_entry(f->p, e, 12), 12);
+	assert_int_equal(ptss_release(f->p, e), 0);
+}
+
 static void test_fork_before_any_page_is_a_no_op(void **state)
 {
 	struct fixture *f = *state;
@@ -379,6 +505,10 @@ int main(void)
 		cmocka_unit_test(test_proc_free_unmaps_everything),
 		cmocka_unit_test_setup_teardown(test_fork_removes_pages_in_child_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fork_before_any_page_is_a_no_op, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defect6_fork_while_another_thread_holds_the_lock,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defect6_no_writable_handle_to_the_scratch, setup,
+						teardown),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_reservation_full_is_enospc),
 		cmocka_unit_test(test_failures_reach_the_print_callback),

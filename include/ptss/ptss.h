@@ -114,7 +114,9 @@ PTSS_API int ptss_release(ptss_proc *p, ptss_entry *e);
  * The target forked and `child` is the child's address space (a copy of the parent's,
  * CLONE_VM not set): removes the parent's pages from it with one unmap, however many
  * there are. Allocates nothing; the child has no ptss state until it gets its own
- * ptss_proc. Never touches the parent's pages or the tracer's views.
+ * ptss_proc. Never touches the parent's pages or the tracer's views. Takes no lock, so it
+ * may run in a fork child of the process holding `parent` even if another thread held
+ * ptss_lock(parent) at the fork.
  */
 PTSS_API int ptss_fork(ptss_proc *parent, ptss_space *child);
 
@@ -141,7 +143,8 @@ struct ptss_stats {
 	uint64_t entries;            /* pages * entries per page */
 	uint64_t free;               /* entries on the free list (entries - claimed) */
 	uint64_t claimed;            /* entries owned by threads */
-	uint64_t claimed_high_water; /* most entries claimed at once */
+	uint64_t claimed_high_water; /* most entries claimed at once; never under-reports: an
+	                                entry counts from its claim's start to its release's end */
 	uint64_t grows;              /* successful growths (one per space call) */
 	uint64_t failed_grows;       /* growths that failed: claims that returned NULL */
 	uint64_t ignored_releases;   /* releases after ptss_exec_exit */

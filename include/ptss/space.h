@@ -55,9 +55,11 @@ PTSS_API void ptss_space_free(ptss_space *s);
 
 /*
  * This process: pages are memfd memory mapped twice, read+execute for running and
- * read+write for writing. The writable view is marked MADV_DONTFORK: a forked child never
- * inherits it. The executable range is copied into children like any mapping, which is
- * what ptss_fork removes.
+ * read+write for writing. The writable view is the only writable handle the process
+ * keeps: the memfd is sealed against new writes once the view is mapped, its fd is
+ * closed, and the executable range can never be made writable (mprotect fails). The view
+ * is marked MADV_DONTFORK: a forked child never inherits it. The executable range is
+ * copied into children like any mapping, which is what ptss_fork removes.
  */
 PTSS_API ptss_space *ptss_space_self_new(void);
 

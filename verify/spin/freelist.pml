@@ -21,8 +21,8 @@
  *   - growth: pages++, next[i] = CLAIMED for the kept entry and the links of the rest of
  *     the page are one step: no other thread can see a new page's next[] before the
  *     push publishes it;
- *   - ptss_fork's lock / read base / unlock, which writes nothing under the lock, is one
- *     step, merged with the (ghost) unmap in the child.
+ *   - ptss_fork's atomic read of base (it takes no lock) is one step, merged with the
+ *     (ghost) unmap in the child.
  * Ghost bookkeeping (owner[], busy, the checks) and the printf narration (silent during
  * verification, printed by `spin -t`) ride along inside the steps.
  *
@@ -436,17 +436,17 @@ inline release(me)
 /*
  * The target forks, then the tracer calls ptss_fork(parent, child):
  *
- *   ptss_lock(parent); base = parent->base; ptss_unlock(parent)
+ *   base = load_acquire(&parent->base)                     no lock: a fork child may hold
+ *                                                          a copy of it, locked for good
  *   if (base) _ptss_space_unmap(child, base, reserve_size)  child side only: one unmap
  *
  * Nothing of the parent is written. Both happen in one life of the process (the fork
- * before its exec_exit), which busy expresses.
+ * before its exec_exit), which busy expresses. It runs whoever holds the lock.
  */
 inline fork(me)
 {
 	d_step { busy++; child_pages = pages };         /* the child copies the mappings */
-	atomic {
-		lock == NOBODY ->                       /* lock, read base, unlock */
+	d_step {                                        /* read base, no lock */
 		if
 		:: pages > 0 -> child_pages = 0         /* unmap the whole reservation */
 		:: else
