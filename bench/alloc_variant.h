@@ -6,6 +6,8 @@
  *   VARIANT_NAME           its name in the report
  *   VARIANT_NOTE           what it keeps per entry and which atomics a pair costs
  *   variant_init(cap)      a pool of at least cap entries, all free; 0 or -1
+ *   variant_thread_start() optional (VARIANT_THREAD_HOOKS): set up a pair-workload
+ *   variant_thread_end()   thread's own state before its loop, tear it down after
  *   variant_claim()        an entry, or NULL when the pool is empty
  *   variant_release(e)     gives e back
  *   variant_bytes()        tracer-side bytes kept per entry
@@ -40,17 +42,41 @@ static inline uint32_t index_of(void *e)
 }
 
 #if defined(VARIANT_PTSS)
-/* ---- ptss through its public API, on a space in this process ---- */
+/*
+ * ---- ptss through its public API, on a space in this process ----
+ * Two paths of one executable, measured as two variants (bench/run sets
+ * PTSS_BENCH_PATH=shared for the second):
+ *   ptss         each pair-workload thread opens a cache (ptss_cache_new) and claims and
+ *                releases through it: the per-caller path, which is what the goals are about;
+ *   ptss_shared  ptss_claim / ptss_release on the shared list, as a tracer that serves many
+ *                threads from one loop calls them (and every thread without a cache).
+ * Thread churn uses the shared path in both: a thread that claims once gains nothing from
+ * a cache of its own.
+ */
 #include <ptss/ptss.h>
 #include <ptss/space.h>
-#define VARIANT_NAME "ptss"
-#define VARIANT_NOTE "next[] index per entry (4 B); 64-bit CAS on a tag:index head, " \
-		     "plus the claimed counter (a fetch-add per claim and per release)"
+#include <string.h>
+#define VARIANT_THREAD_HOOKS 1
+static const char *variant_name = "ptss";
+static const char *variant_note =
+	"next[] word per entry (8 B: index below, list depth); per-caller cache: no atomic "
+	"read-modify-write while the cache has an entry, else one 64-bit CAS on a tag:index head";
+#define VARIANT_NAME variant_name
+#define VARIANT_NOTE variant_note
 static ptss_space *space;
 static ptss_proc *proc;
+static bool shared_path;
+static _Thread_local ptss_cache *cache;
 
 static int variant_init(size_t cap)
 {
+	const char *path = getenv("PTSS_BENCH_PATH");
+	if (path && strcmp(path, "shared") == 0) {
+		shared_path = true;
+		variant_name = "ptss_shared";
+		variant_note = "next[] word per entry (8 B: index below, list depth); one 64-bit CAS "
+			       "on a tag:index head per claim and per release, no counter";
+	}
 	space = ptss_space_self_new();
 	proc = space ? ptss_proc_new(space, NULL) : NULL;
 	ptss_entry **all = calloc(cap, sizeof(*all));
@@ -64,8 +90,27 @@ static int variant_init(size_t cap)
 	free(all);
 	return 0;
 }
-static inline void *variant_claim(void) { return ptss_claim(proc); }
-static inline void variant_release(void *e) { ptss_release(proc, e); }
+static void variant_thread_start(void)
+{
+	if (!shared_path)
+		cache = ptss_cache_new(proc);
+}
+static void variant_thread_end(void)
+{
+	ptss_cache_free(cache);
+	cache = NULL;
+}
+static inline void *variant_claim(void)
+{
+	return cache ? ptss_cache_claim(cache) : ptss_claim(proc);
+}
+static inline void variant_release(void *e)
+{
+	if (cache)
+		ptss_cache_release(cache, e);
+	else
+		ptss_release(proc, e);
+}
 static double variant_bytes(void)
 {
 	struct ptss_stats st;
@@ -77,23 +122,24 @@ static double variant_bytes(void)
 /*
  * ---- diagnostic: ptss's own free list (src/freelist.h), inlined, without the library ----
  * ptss_list is the bare algorithm; ptss_list_cnt adds what ptss_claim and ptss_release
- * do around it (the claimed counter beside the head, the CLAIMED check on release). The
- * steps from treiber to ptss_list to ptss_list_cnt to ptss say what each part costs.
+ * did around it before issue 11 (a claimed counter beside the head, a fetch-add per claim
+ * and a fetch-sub per release, and the CLAIMED check on release). The steps from treiber
+ * to ptss_list to ptss_shared say what each part costs.
  */
 #include "freelist.h"
 #if defined(VARIANT_PTSS_LIST)
 #define VARIANT_NAME "ptss_list"
 #define VARIANT_NOTE "diagnostic: src/freelist.h alone (tag:index head, one 64-bit CAS " \
-		     "per pop and per push)"
+		     "per pop and per push; the list's depth in each next[] word)"
 #define COUNTED 0
 #else
 #define VARIANT_NAME "ptss_list_cnt"
-#define VARIANT_NOTE "diagnostic: src/freelist.h + the claimed counter and release check " \
-		     "ptss keeps"
+#define VARIANT_NOTE "diagnostic: src/freelist.h + a shared claimed counter and the " \
+		     "release check (ptss before issue 11)"
 #define COUNTED 1
 #endif
 static struct {
-	_Alignas(64) struct ptss_freelist fl; /* the counter beside the head, as in ptss_proc */
+	_Alignas(64) struct ptss_freelist fl; /* the counter beside the head, as ptss had it */
 	_Atomic uint64_t claimed;
 } hot;
 
@@ -103,13 +149,15 @@ static int variant_init(size_t cap)
 	if (!hot.fl.next || slots_init(cap))
 		return -1;
 	for (size_t i = 0; i < cap; i++)
-		atomic_init(&hot.fl.next[i], i + 1 < cap ? (uint32_t)(i + 1) : PTSS_NIL);
+		atomic_init(&hot.fl.next[i], ptss_link(i + 1 < cap ? (uint32_t)(i + 1) : PTSS_NIL,
+						       (uint32_t)(cap - i)));
 	atomic_init(&hot.fl.head, 0); /* tag 0, top 0 */
 	return 0;
 }
 static inline void *variant_claim(void)
 {
-	uint32_t i = ptss_freelist_pop(&hot.fl);
+	uint32_t depth;
+	uint32_t i = ptss_freelist_pop(&hot.fl, &depth);
 	if (i == PTSS_NIL)
 		return NULL;
 	if (COUNTED)
@@ -120,7 +168,8 @@ static inline void variant_release(void *e)
 {
 	uint32_t i = index_of(e);
 	if (COUNTED) {
-		if (atomic_load_explicit(&hot.fl.next[i], memory_order_relaxed) != PTSS_CLAIMED)
+		if (ptss_link_below(atomic_load_explicit(&hot.fl.next[i], memory_order_relaxed)) !=
+		    PTSS_CLAIMED)
 			abort();
 		atomic_fetch_sub_explicit(&hot.claimed, 1, memory_order_relaxed);
 	}
@@ -362,6 +411,12 @@ static double variant_bytes(void) { return 0; }
 
 #else
 #error "define one VARIANT_<NAME>"
+#endif
+
+#ifndef VARIANT_THREAD_HOOKS
+/* Per-thread set-up and tear-down, around a pair-workload thread's loop: none by default. */
+static void variant_thread_start(void) {}
+static void variant_thread_end(void) {}
 #endif
 
 #endif /* PTSS_BENCH_ALLOC_VARIANT_H */

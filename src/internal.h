@@ -27,29 +27,53 @@
 	} while (0)
 
 /*
+ * One caller's cache of free entries (ptss_cache_*), in p's registry from ptss_cache_new
+ * until p is freed (ptss_cache_free only marks it unused; the next ptss_cache_new takes it
+ * again), so that lock-free readers of the registry never see one freed.
+ *
+ *   n <= PTSS_CACHE_CAP; idx[0..n) are distinct mapped entries, oldest first
+ *   next[idx[k]] == PTSS_CLAIMED: a parked entry is on no list and in no other cache
+ *   !in_use || torn_down  =>  n == 0
+ *
+ * Ownership: idx[] and n are written by the cache's caller only (n is atomic, relaxed,
+ * for the lock-free readers of statistics: plain loads and stores, never a read-modify-
+ * write); in_use and link under p->lock; next and p are fixed.
+ */
+struct ptss_cache {
+	_Alignas(PTSS_CACHE_LINE) ptss_proc *p;
+	_Atomic uint64_t *next; /* p->list.next, copied off the shared list's line */
+	_Atomic uint32_t n;
+	uint32_t idx[PTSS_CACHE_CAP];
+	bool in_use;
+	struct ptss_cache *_Atomic link; /* the registry: p->caches, newest first */
+};
+
+/*
  * One life of a traced process.
  *
  *   entries        == pages << epp_shift                    (entries per page is 2^epp_shift)
- *   claimed + free == entries                               at quiescence, free = |list|
+ *   free           == |list| + sum of the caches' n         |list| is the top's depth
+ *   claimed        == entries - free                        derived, never counted
  *   pages          <= max_pages == reserve_size >> page_shift
  *   pages > 0       => base and view hold the space's reservation
  *   entry i runs at base + (i << entry_shift), is written at view + (i << entry_shift)
- *   torn_down       => list.next == NULL, no reservation, claims fail, releases ignored
+ *   claimed_high_water >= entries - |list| at the end of every pop, growth and enable:
+ *                      every entry off the list counts, so it never under-reports
+ *   torn_down       => list.next == NULL, no reservation, claims fail, releases ignored,
+ *                      every cache empty
  *
- *   claimed        >= entries off the list (owned, or being claimed or released)
- *
- * Ownership: list.head, claimed and claimed_high_water change lock-free (any thread);
- * pages, base, view and the grow counters change only under `lock` (or in tear_down,
- * which runs alone); the geometry is fixed at creation. The tracer keeps 4 bytes per entry (its next[] slot) and nothing else.
+ * Ownership: list.head changes lock-free (any thread), and nothing else on the claim and
+ * release paths: there is no shared counter. claimed_high_water rises lock-free (a CAS,
+ * only when a pop or a growth finds a new maximum). pages, base, view and the grow
+ * counters change only under `lock` (or in tear_down, which runs alone); the registry of
+ * caches grows under `lock`; the geometry is fixed at creation. The tracer keeps 8 bytes
+ * per entry (its next[] word) and nothing else.
  */
 struct ptss_proc {
-	/* The hot line, written by every claim and release: keeping the counters beside the
-	 * head means one cache line moves between threads, not two. */
+	/* The hot line: every claim and release on the shared list CASes the head. */
 	_Alignas(PTSS_CACHE_LINE) struct ptss_freelist list;
-	_Atomic uint64_t claimed;
-	_Atomic uint64_t claimed_high_water;
 
-	/* Read-mostly. */
+	/* Read-mostly: what the cache paths read, written only by growth and tear_down. */
 	_Alignas(PTSS_CACHE_LINE) ptss_space *space;
 	_Atomic uint32_t pages;
 	_Atomic bool torn_down;
@@ -61,8 +85,11 @@ struct ptss_proc {
 	uint32_t max_pages;
 	size_t reserve_size;
 	size_t next_bytes; /* the mapping behind list.next */
+	struct ptss_cache *_Atomic caches; /* the registry, newest first */
 
-	/* Under `lock` (the counters are atomic only for lock-free readers of statistics). */
+	/* Rarely written: the high water (read by every pop on the shared list, written when
+	 * it rises), the lock, and counters kept under it (atomic for lock-free readers). */
+	_Alignas(PTSS_CACHE_LINE) _Atomic uint64_t claimed_high_water;
 	pthread_mutex_t lock;
 	_Atomic uint64_t grows, failed_grows, ignored_releases;
 };

@@ -1,6 +1,9 @@
 /*
- * The per-process allocator: claim, release, growth under the lock, and the lifecycle of
- * one process life (enable, fork, exec/exit, detach).
+ * The per-process allocator: claim, release, growth under the lock, callers' caches, and
+ * the lifecycle of one process life (enable, fork, exec/exit, detach).
+ *
+ * Nothing on the claim and release paths is counted in shared memory: the shared list
+ * knows its length (freelist.h), caches know theirs, and statistics are derived from them.
  */
 #include "internal.h"
 
@@ -24,14 +27,24 @@ static inline uint32_t entries_of(const ptss_proc *p)
 	return ptss_atomic_load_relaxed(&p->pages) << p->epp_shift;
 }
 
-/* The index of e, or PTSS_NIL when e is not one of p's mapped entries. */
+/* The index of e in next[], or PTSS_NIL when e is not one of the `entries` mapped ones. */
+static inline uint32_t index_in(const _Atomic uint64_t *next, uint32_t entries, const ptss_entry *e)
+{
+	uintptr_t off = (uintptr_t)e - (uintptr_t)next;
+	if (off % sizeof(*next))
+		return PTSS_NIL;
+	off /= sizeof(*next);
+	return off < entries ? (uint32_t)off : PTSS_NIL;
+}
+
 static inline uint32_t index_of(const ptss_proc *p, const ptss_entry *e)
 {
-	uintptr_t off = (uintptr_t)e - (uintptr_t)p->list.next;
-	if (off % sizeof(*p->list.next))
-		return PTSS_NIL;
-	off /= sizeof(*p->list.next);
-	return off < entries_of(p) ? (uint32_t)off : PTSS_NIL;
+	return index_in(p->list.next, entries_of(p), e);
+}
+
+static inline bool is_claimed(const _Atomic uint64_t *next, uint32_t i)
+{
+	return ptss_link_below(ptss_atomic_load_relaxed(&next[i])) == PTSS_CLAIMED;
 }
 
 uint64_t ptss_entry_addr(const ptss_proc *p, const ptss_entry *e)
@@ -110,6 +123,9 @@ static void tear_down(ptss_proc *p, bool unmap_target)
 		munmap((void *)p->list.next, p->next_bytes);
 	p->list.next = NULL;
 	p->list.head = PTSS_NIL;
+	/* The parked entries went with the pages; a cache's next is dead with next[]. */
+	for (ptss_cache *c = p->caches; c; c = c->link)
+		ptss_atomic_store_relaxed(&c->n, 0);
 	ptss_atomic_store_relaxed(&p->torn_down, true);
 }
 
@@ -119,6 +135,10 @@ void ptss_proc_free(ptss_proc *p)
 		return;
 	if (!p->torn_down)
 		tear_down(p, true);
+	for (ptss_cache *c = p->caches, *link; c; c = link) {
+		link = c->link;
+		free(c);
+	}
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -179,57 +199,62 @@ fail:
 	return err;
 }
 
-/* Links [from, to] into a chain through next[] and pushes it; the caller owns it all. */
-static void push_range(ptss_proc *p, uint32_t from, uint32_t to)
+/* Pushes the run first .. first + n - 1, which the caller owns, with one CAS. */
+static void push_range(ptss_proc *p, uint32_t first, uint32_t n)
 {
-	if (from > to)
-		return;
-	for (uint32_t i = from; i < to; i++)
-		ptss_atomic_store_relaxed(&p->list.next[i], i + 1);
-	ptss_freelist_push_chain(&p->list, from, to);
+	if (n)
+		ptss_freelist_push_chain(&p->list, NULL, first, n);
 }
 
 /*
- * `claimed` counts an entry from before its pop until after its push, so it is never
- * below the number of entries off the list, and its high water never under-reports two
- * entries held at once (one being claimed while another is being released).
+ * Raises the high water to `off_list`, a count of entries off the shared list at some
+ * instant. Relaxed: the statistic is exact at quiescence. The load first keeps the line
+ * read-only once the maximum is reached.
  */
-static inline void count_claims(ptss_proc *p, uint64_t n)
+static inline void note_high_water(ptss_proc *p, uint64_t off_list)
 {
-	uint64_t claimed = ptss_atomic_add_relaxed(&p->claimed, n) + n;
-	if (claimed > ptss_atomic_load_relaxed(&p->claimed_high_water))
-		ptss_atomic_max_relaxed(&p->claimed_high_water, claimed);
+	if (off_list > ptss_atomic_load_relaxed(&p->claimed_high_water))
+		ptss_atomic_max_relaxed(&p->claimed_high_water, off_list);
 }
 
-/* Pop again, else grow; the caller holds the lock and has counted the claim. */
-static ptss_entry *claim_locked(ptss_proc *p)
+/*
+ * Pops from the shared list and notes the high water: the list held `depth` entries before
+ * the pop, so entries - depth + 1 were off it just after. entries is loaded after the CAS
+ * (acq_rel: the load cannot move before it), so it counts every page whose entries the
+ * list held then, and the figure is never below the truth (it may count a page that a
+ * concurrent growth has mapped but not pushed yet: an over-report, never an under-report).
+ */
+static inline uint32_t pop_shared(ptss_proc *p)
+{
+	uint32_t depth;
+	uint32_t i = ptss_freelist_pop(&p->list, &depth);
+	if (ptss_likely(i != PTSS_NIL))
+		note_high_water(p, (uint64_t)entries_of(p) - depth + 1);
+	return i;
+}
+
+ptss_entry *ptss_claim_locked(ptss_proc *p)
 {
 	if (ptss_unlikely(ptss_atomic_load_relaxed(&p->torn_down))) {
 		errno = ESRCH;
 		return NULL;
 	}
 	/* The double check: whoever held the lock before us may have grown the list. */
-	uint32_t i = ptss_freelist_pop(&p->list);
+	uint32_t i = pop_shared(p);
 	if (i == PTSS_NIL) {
 		int err = grow_locked(p, 1, &i);
 		if (err) {
 			errno = -err;
 			return NULL;
 		}
-		/* Keep the first entry of the page; publish the others with one CAS. */
-		ptss_atomic_store_relaxed(&p->list.next[i], PTSS_CLAIMED);
-		push_range(p, i + 1, i + ((uint32_t)1 << p->epp_shift) - 1);
+		/* Keep the first entry of the page; publish the others with one CAS. When the
+		 * double check found the list empty, all i older entries were off it; with the
+		 * kept one, i + 1 are, until the push (the rest of the page is the grower's). */
+		ptss_atomic_store_relaxed(&p->list.next[i], (uint64_t)PTSS_CLAIMED);
+		note_high_water(p, (uint64_t)i + 1);
+		push_range(p, i + 1, ((uint32_t)1 << p->epp_shift) - 1);
 	}
 	return entry_of(p, i);
-}
-
-ptss_entry *ptss_claim_locked(ptss_proc *p)
-{
-	count_claims(p, 1);
-	ptss_entry *e = claim_locked(p);
-	if (!e)
-		ptss_atomic_sub_relaxed(&p->claimed, 1);
-	return e;
 }
 
 ptss_entry *ptss_claim(ptss_proc *p)
@@ -238,15 +263,12 @@ ptss_entry *ptss_claim(ptss_proc *p)
 		errno = ESRCH;
 		return NULL;
 	}
-	count_claims(p, 1);
-	uint32_t i = ptss_freelist_pop(&p->list);
+	uint32_t i = pop_shared(p);
 	if (ptss_likely(i != PTSS_NIL))
 		return entry_of(p, i);
 	ptss_lock(p);
-	ptss_entry *e = claim_locked(p);
+	ptss_entry *e = ptss_claim_locked(p);
 	ptss_unlock(p);
-	if (!e)
-		ptss_atomic_sub_relaxed(&p->claimed, 1);
 	return e;
 }
 
@@ -258,11 +280,123 @@ int ptss_release(ptss_proc *p, ptss_entry *e)
 		return 0;
 	}
 	uint32_t i = index_of(p, e);
-	if (ptss_unlikely(i == PTSS_NIL || ptss_atomic_load_relaxed(&p->list.next[i]) != PTSS_CLAIMED))
+	if (ptss_unlikely(i == PTSS_NIL || !is_claimed(p->list.next, i)))
 		return -EINVAL;
 	ptss_freelist_push(&p->list, i);
-	ptss_atomic_sub_relaxed(&p->claimed, 1);
 	return 0;
+}
+
+/* ---- callers' caches ---- */
+
+ptss_cache *ptss_cache_new(ptss_proc *p)
+{
+	ptss_check_arg(p, NULL);
+	ptss_cache *c = NULL;
+	ptss_lock(p);
+	if (p->torn_down) {
+		errno = ESRCH;
+		goto out;
+	}
+	/* Take an unused one: the registry never shrinks, so lock-free readers walk it safely. */
+	for (c = p->caches; c && c->in_use; c = c->link)
+		;
+	if (!c) {
+		c = aligned_alloc(PTSS_CACHE_LINE, sizeof(*c)); /* a multiple of its alignment */
+		if (!c) {
+			errno = ENOMEM;
+			goto out;
+		}
+		memset(c, 0, sizeof(*c));
+		c->p = p;
+		c->next = p->list.next;
+		ptss_atomic_store_relaxed(&c->link, p->caches);
+		ptss_atomic_store_release(&p->caches, c);
+	}
+	c->in_use = true;
+out:
+	ptss_unlock(p);
+	return c;
+}
+
+/* Pushes c's n oldest entries to the shared list with one CAS and keeps the rest. */
+static void cache_spill(ptss_cache *c, uint32_t n)
+{
+	uint32_t held = ptss_atomic_load_relaxed(&c->n);
+	ptss_freelist_push_chain(&c->p->list, c->idx, 0, n);
+	memmove(c->idx, c->idx + n, (held - n) * sizeof(c->idx[0]));
+	ptss_atomic_store_relaxed(&c->n, held - n);
+}
+
+void ptss_cache_flush(ptss_cache *c)
+{
+	uint32_t n = ptss_atomic_load_relaxed(&c->n);
+	if (n) /* never after tear_down: it emptied every cache */
+		cache_spill(c, n);
+}
+
+void ptss_cache_free(ptss_cache *c)
+{
+	if (!c)
+		return;
+	ptss_cache_flush(c);
+	ptss_lock(c->p);
+	c->in_use = false;
+	ptss_unlock(c->p);
+}
+
+/*
+ * The newest parked entry, else the shared path. Touches only c (its caller's) when it
+ * has one: no atomic read-modify-write, no store another caller reads but the relaxed
+ * store of n, which statistics read. Needs no torn_down check: tear_down empties every
+ * cache, and it never runs concurrently with a call.
+ */
+ptss_entry *ptss_cache_claim(ptss_cache *c)
+{
+	uint32_t n = ptss_atomic_load_relaxed(&c->n);
+	if (ptss_likely(n)) {
+		ptss_atomic_store_relaxed(&c->n, n - 1);
+		return (ptss_entry *)&c->next[c->idx[n - 1]];
+	}
+	return ptss_claim(c->p);
+}
+
+/*
+ * Parks e in c. Reads p's read-mostly line (torn_down, pages) and e's next[] word (written
+ * only when e enters or leaves the shared list), writes only c. The word stays
+ * PTSS_CLAIMED, so the check against c's own entries is what catches a double release
+ * into the same cache.
+ */
+int ptss_cache_release(ptss_cache *c, ptss_entry *e)
+{
+	ptss_proc *p = c->p;
+	if (ptss_unlikely(ptss_atomic_load_relaxed(&p->torn_down))) {
+		ptss_atomic_add_relaxed(&p->ignored_releases, 1);
+		return 0;
+	}
+	uint32_t i = index_in(c->next, entries_of(p), e);
+	if (ptss_unlikely(i == PTSS_NIL || !is_claimed(c->next, i)))
+		return -EINVAL;
+	uint32_t n = ptss_atomic_load_relaxed(&c->n);
+	for (uint32_t k = 0; k < n; k++)
+		if (ptss_unlikely(c->idx[k] == i))
+			return -EINVAL;
+	if (ptss_unlikely(n == PTSS_CACHE_CAP)) {
+		cache_spill(c, PTSS_CACHE_CAP / 2);
+		n -= PTSS_CACHE_CAP / 2;
+	}
+	c->idx[n] = i;
+	ptss_atomic_store_relaxed(&c->n, n + 1);
+	return 0;
+}
+
+/* Entries parked in p's caches; lock-free (the registry only grows until p is freed). */
+static uint64_t cached_count(const ptss_proc *p)
+{
+	uint64_t n = 0;
+	for (ptss_cache *c = ptss_atomic_load_acquire((ptss_cache *_Atomic *)&p->caches); c;
+	     c = ptss_atomic_load_acquire(&c->link))
+		n += ptss_atomic_load_relaxed(&c->n);
+	return n;
 }
 
 int ptss_enable(ptss_proc *p, size_t n, ptss_entry **out)
@@ -293,11 +427,11 @@ int ptss_enable(ptss_proc *p, size_t n, ptss_entry **out)
 	if (err)
 		goto out;
 	for (size_t k = 0; k < n; k++) {
-		ptss_atomic_store_relaxed(&p->list.next[first + k], PTSS_CLAIMED);
+		ptss_atomic_store_relaxed(&p->list.next[first + k], (uint64_t)PTSS_CLAIMED);
 		out[k] = entry_of(p, first + (uint32_t)k);
 	}
-	count_claims(p, n);
-	push_range(p, first + (uint32_t)n, first + (uint32_t)(npages * per_page) - 1);
+	note_high_water(p, n);
+	push_range(p, first + (uint32_t)n, (uint32_t)(npages * per_page - n));
 out:
 	ptss_unlock(p);
 	return err;
@@ -329,50 +463,86 @@ int ptss_fork(ptss_proc *parent, ptss_space *child)
 
 void ptss_stats_get(const ptss_proc *p, struct ptss_stats *out)
 {
-	uint64_t entries = entries_of(p);
-	uint64_t claimed = ptss_atomic_load_relaxed(&p->claimed);
+	bool torn = ptss_atomic_load_relaxed(&p->torn_down);
+	uint64_t entries = torn ? 0 : entries_of(p);
+	uint64_t free_entries = torn ? 0 : ptss_freelist_length(&p->list) + cached_count(p);
+	if (free_entries > entries) /* a snapshot taken while entries moved */
+		free_entries = entries;
+	uint64_t claimed = entries - free_entries;
+	uint64_t high = ptss_atomic_load_relaxed(&p->claimed_high_water);
 	*out = (struct ptss_stats){
-		.pages = ptss_atomic_load_relaxed(&p->pages),
+		.pages = torn ? 0 : ptss_atomic_load_relaxed(&p->pages),
 		.entries = entries,
 		.claimed = claimed,
-		.free = p->torn_down || claimed > entries ? 0 : entries - claimed,
-		.claimed_high_water = ptss_atomic_load_relaxed(&p->claimed_high_water),
+		.free = free_entries,
+		/* At quiescence high >= claimed already; while claims run, the snapshot may have
+		 * seen a pop whose note is still to come. */
+		.claimed_high_water = high > claimed ? high : claimed,
 		.grows = ptss_atomic_load_relaxed(&p->grows),
 		.failed_grows = ptss_atomic_load_relaxed(&p->failed_grows),
 		.ignored_releases = ptss_atomic_load_relaxed(&p->ignored_releases),
-		.tracer_bytes = p->torn_down ? 0 : entries * sizeof(*p->list.next),
+		.tracer_bytes = entries * sizeof(*p->list.next),
 	};
+}
+
+static inline bool bit_test_and_set(uint64_t *bits, uint32_t i)
+{
+	bool was = bits[i / 64] & (1ull << (i % 64));
+	bits[i / 64] |= 1ull << (i % 64);
+	return was;
 }
 
 bool ptss_proc_is_valid(const ptss_proc *p)
 {
-	if (p->torn_down)
+	if (p->torn_down) {
+		for (ptss_cache *c = p->caches; c; c = c->link)
+			if (c->n)
+				return false;
 		return p->list.next == NULL && !ptss_atomic_load_relaxed(&p->base) && p->pages == 0;
+	}
 	uint32_t entries = entries_of(p);
-	uint64_t claimed = ptss_atomic_load_relaxed(&p->claimed);
-	if (p->pages > p->max_pages || (p->pages && !ptss_atomic_load_relaxed(&p->base)) ||
-	    claimed > entries)
+	if (p->pages > p->max_pages || (p->pages && !ptss_atomic_load_relaxed(&p->base)))
 		return false;
 
-	/* Walk the list, marking each index seen; it must end within `entries` steps. */
+	/* Each entry is in one place: mark it when found, and fail when found twice. */
 	size_t words = (entries + 63) / 64;
 	uint64_t *seen = calloc(words ? words : 1, sizeof(*seen));
 	if (!seen)
 		return false;
 	bool ok = true;
-	uint64_t free_count = 0;
-	for (uint32_t i = ptss_head_top(p->list.head); i != PTSS_NIL && ok;
-	     i = ptss_atomic_load_relaxed(&p->list.next[i])) {
-		ok = i < entries && !(seen[i / 64] & (1ull << (i % 64)));
-		if (ok) {
-			seen[i / 64] |= 1ull << (i % 64);
-			free_count++;
-		}
+
+	/* The shared list: mapped entries, each once, their depths counting down to 1. */
+	uint64_t listed = 0;
+	uint32_t top = ptss_head_top(p->list.head), depth = 0;
+	if (top != PTSS_NIL && top < entries)
+		depth = ptss_link_depth(p->list.next[top]);
+	for (uint32_t i = top; i != PTSS_NIL && ok; i = ptss_link_below(p->list.next[i])) {
+		ok = i < entries && !bit_test_and_set(seen, i) &&
+		     ptss_link_depth(p->list.next[i]) == depth - listed;
+		listed++;
 	}
-	/* Everything off the list must be marked claimed, and be counted. */
+	ok = ok && listed == depth && ptss_freelist_length(&p->list) == listed;
+
+	/* The caches: mapped, claimed-marked entries, each in one cache once and not listed. */
+	uint64_t cached = 0;
+	for (ptss_cache *c = p->caches; c && ok; c = c->link) {
+		ok = c->n <= PTSS_CACHE_CAP && (c->in_use || c->n == 0) && c->next == p->list.next;
+		for (uint32_t k = 0; ok && k < c->n; k++)
+			ok = c->idx[k] < entries && !bit_test_and_set(seen, c->idx[k]) &&
+			     is_claimed(p->list.next, c->idx[k]);
+		cached += c->n;
+	}
+
+	/* Everything else is owned by a thread, and marked claimed. */
+	uint64_t owned = 0;
 	for (uint32_t i = 0; ok && i < entries; i++)
-		if (!(seen[i / 64] & (1ull << (i % 64))))
-			ok = ptss_atomic_load_relaxed(&p->list.next[i]) == PTSS_CLAIMED;
+		if (!(seen[i / 64] & (1ull << (i % 64)))) {
+			ok = is_claimed(p->list.next, i);
+			owned++;
+		}
 	free(seen);
-	return ok && claimed + free_count == entries;
+	if (!ok || owned + cached + listed != entries)
+		return false;
+	/* The high water counts every entry off the list. */
+	return ptss_atomic_load_relaxed(&p->claimed_high_water) >= entries - listed;
 }

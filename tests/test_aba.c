@@ -84,12 +84,13 @@ static void test_plain_pointer_stack_suffers_aba(void **state)
 /* ---- ptss's list, under the same interleaving ---- */
 
 static struct ptss_freelist list;
-static _Atomic uint32_t next_slots[3];
+static _Atomic uint64_t next_slots[3];
 
 static void *tagged_popper(void *arg)
 {
 	pause_next_pop = 1;
-	*(uint32_t *)arg = ptss_freelist_pop(&list);
+	uint32_t depth;
+	*(uint32_t *)arg = ptss_freelist_pop(&list, &depth);
 	return NULL;
 }
 
@@ -109,9 +110,13 @@ static void test_tagged_list_survives_aba(void **state)
 	pthread_create(&t, NULL, tagged_popper, &popped);
 	sem_wait(&paused);
 
-	assert_int_equal(ptss_freelist_pop(&list), A);
-	assert_int_equal(ptss_freelist_pop(&list), B); /* main owns B */
-	ptss_freelist_push(&list, A);                  /* A -> C */
+	uint32_t depth;
+	assert_int_equal(ptss_freelist_length(&list), 3);
+	assert_int_equal(ptss_freelist_pop(&list, &depth), A);
+	assert_int_equal(depth, 3);
+	assert_int_equal(ptss_freelist_pop(&list, &depth), B); /* main owns B */
+	assert_int_equal(depth, 2);
+	ptss_freelist_push(&list, A);                          /* A -> C */
 
 	sem_post(&resume);
 	pthread_join(t, NULL);
@@ -120,11 +125,15 @@ static void test_tagged_list_survives_aba(void **state)
 	/* The stale CAS failed; the retry popped A. The list is C alone; B stays owned. */
 	assert_int_equal(popped, A);
 	assert_int_equal(ptss_head_top(list.head), C);
-	assert_int_equal(next_slots[C], PTSS_NIL);
+	assert_int_equal(ptss_link_below(next_slots[C]), PTSS_NIL);
+	assert_int_equal(ptss_link_depth(next_slots[C]), 1); /* the length travels with the list */
+	assert_int_equal(ptss_freelist_length(&list), 1);
 	assert_int_equal(next_slots[B], PTSS_CLAIMED);
 	assert_int_equal(next_slots[A], PTSS_CLAIMED);
-	assert_int_equal(ptss_freelist_pop(&list), C);
-	assert_int_equal(ptss_freelist_pop(&list), PTSS_NIL);
+	assert_int_equal(ptss_freelist_pop(&list, &depth), C);
+	assert_int_equal(depth, 1);
+	assert_int_equal(ptss_freelist_pop(&list, &depth), PTSS_NIL);
+	assert_int_equal(ptss_freelist_length(&list), 0);
 }
 
 /* The same interleaving through the public API: claims and releases of a real process. */

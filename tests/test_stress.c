@@ -20,6 +20,7 @@
 static int stress_rounds = 40000; /* PTSS_STRESS_ROUNDS overrides (valgrind runs use fewer) */
 
 static ptss_proc *proc;
+static bool use_caches; /* odd threads then claim and release through caches of their own */
 static _Atomic int *owner;          /* owner[index] = thread id + 1, or 0 */
 static _Atomic unsigned long double_owned, corrupted;
 static pthread_barrier_t start;
@@ -40,14 +41,15 @@ static void take(int me, ptss_entry *e)
 	memcpy(ptss_entry_view(proc, e), &me, sizeof(me)); /* the owner writes its entry */
 }
 
-static void give_back(int me, ptss_entry *e)
+static void give_back(int me, ptss_cache *c, uint64_t r, ptss_entry *e)
 {
 	int mark;
 	memcpy(&mark, ptss_entry_view(proc, e), sizeof(mark));
 	if (mark != me)
 		corrupted++; /* someone else wrote into our entry */
 	atomic_store(&owner[ptss_entry_index(proc, e)], 0);
-	if (ptss_release(proc, e))
+	/* A cached thread parks most of its releases and sends some to the shared list. */
+	if (c && (r & 0x70) ? ptss_cache_release(c, e) : ptss_release(proc, e))
 		corrupted++;
 }
 
@@ -57,11 +59,14 @@ static void *worker(void *arg)
 	uint64_t seed = 0x9E3779B97F4A7C15ull * (uint64_t)me;
 	ptss_entry *held[HELD_MAX];
 	int n = 0;
+	ptss_cache *c = use_caches && (me & 1) ? ptss_cache_new(proc) : NULL;
+	if (use_caches && (me & 1) && !c)
+		corrupted++;
 	pthread_barrier_wait(&start);
 	for (int round = 0; round < stress_rounds; round++) {
 		uint64_t r = xorshift(&seed);
 		if (n < HELD_MAX && (n == 0 || (r & 3) != 0 || (round & 1024))) {
-			ptss_entry *e = ptss_claim(proc);
+			ptss_entry *e = c ? ptss_cache_claim(c) : ptss_claim(proc);
 			if (!e) {
 				corrupted++;
 				break;
@@ -70,18 +75,19 @@ static void *worker(void *arg)
 			held[n++] = e;
 		} else {
 			int k = (int)((r >> 8) % (uint64_t)n); /* release in random order */
-			give_back(me, held[k]);
+			give_back(me, c, r, held[k]);
 			held[k] = held[--n];
 		}
 	}
 	while (n)
-		give_back(me, held[--n]);
+		give_back(me, c, xorshift(&seed), held[--n]);
+	ptss_cache_free(c);
 	return NULL;
 }
 
-static void test_no_entry_is_ever_owned_twice(void **state)
+static void no_entry_is_ever_owned_twice(bool caches)
 {
-	(void)state;
+	use_caches = caches;
 	ptss_space *s = ptss_space_self_new();
 	struct ptss_opts o = test_opts(16, 64); /* small pages: growth races too */
 	proc = ptss_proc_new(s, &o);
@@ -101,13 +107,28 @@ static void test_no_entry_is_ever_owned_twice(void **state)
 	ptss_stats_get(proc, &st);
 	assert_int_equal(st.claimed, 0);
 	assert_int_equal(st.claimed + st.free, st.entries);
-	assert_true(st.claimed_high_water <= THREADS * HELD_MAX);
-	assert_true(st.entries <= THREADS * HELD_MAX + 16); /* growth only when empty */
+	assert_true(st.claimed_high_water <= st.entries);
+	/* Growth only when the list is empty, and caches park at most PTSS_CACHE_CAP each. */
+	assert_true(st.entries <= THREADS * HELD_MAX + 16 + (caches ? THREADS / 2 * PTSS_CACHE_CAP : 0));
 	assert_true(ptss_proc_is_valid(proc));
 	pthread_barrier_destroy(&start);
 	free(owner);
 	ptss_proc_free(proc);
 	ptss_space_free(s);
+}
+
+static void test_no_entry_is_ever_owned_twice(void **state)
+{
+	(void)state;
+	no_entry_is_ever_owned_twice(false);
+}
+
+/* Issue 11: half the threads claim and release through caches, and hand entries back both
+ * ways; caches spill and refill while others grow. */
+static void test_no_entry_is_ever_owned_twice_with_caches(void **state)
+{
+	(void)state;
+	no_entry_is_ever_owned_twice(true);
 }
 
 /* Burst growth: K threads find the list empty at once; exactly ceil(K / per page) pages. */
@@ -167,6 +188,7 @@ int main(void)
 		stress_rounds = atoi(rounds);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_no_entry_is_ever_owned_twice),
+		cmocka_unit_test(test_no_entry_is_ever_owned_twice_with_caches),
 		cmocka_unit_test(test_burst_growth_maps_exactly_what_is_needed),
 	};
 	return cmocka_run_group_tests_name("stress", tests, NULL, NULL);

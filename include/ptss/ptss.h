@@ -13,6 +13,8 @@
  *   ptss_claim         an entry for a new thread (lock-free; grows under the lock)
  *   ptss_claim_locked  the same, for callers that hold ptss_lock
  *   ptss_release       the thread exited: its entry goes back on the free list
+ *   ptss_cache_*       the same through a caller's own cache of free entries: a claim and
+ *                      a release by one caller touch nothing another caller writes
  *   ptss_fork          remove this process's pages from a fork child's copy
  *   ptss_exec_exit     the target exec'd or exited: free all tracer-side memory,
  *                      leave the target's pages alone; later releases are ignored
@@ -44,6 +46,7 @@ extern "C" {
 typedef struct ptss_proc ptss_proc;   /* one life of a traced process */
 typedef struct ptss_entry ptss_entry; /* one thread's entry; valid until released */
 typedef struct ptss_space ptss_space; /* where pages live: see <ptss/space.h> */
+typedef struct ptss_cache ptss_cache; /* one caller's cache of free entries of a ptss_proc */
 
 /*
  * Options. Zero-initialise, set sz = sizeof(struct ptss_opts) (PTSS_OPTS does both) and
@@ -106,9 +109,54 @@ PTSS_API void ptss_unlock(ptss_proc *p);
 /*
  * Returns e to the free list (its thread exited). Lock-free. After ptss_exec_exit the
  * call is ignored and returns 0 without touching e. -EINVAL when e is not claimed (a
- * double release caught; concurrent double releases of one entry are undefined).
+ * double release caught; concurrent double releases of one entry, and releases of an
+ * entry parked in a cache, are undefined).
  */
 PTSS_API int ptss_release(ptss_proc *p, ptss_entry *e);
+
+/*
+ * A caller's cache of free entries. ptss_claim and ptss_release work on the process's
+ * shared free list: each is one CAS on a word every caller writes. A caller that claims
+ * and releases often (an agent thread, a tracer thread) can keep up to PTSS_CACHE_CAP
+ * free entries of its own: ptss_cache_release parks the entry in the cache and
+ * ptss_cache_claim takes it back, with no atomic read-modify-write and no write to memory
+ * another caller uses. The cache falls back on the shared list when it is empty (a claim,
+ * which may grow) or full (half of it goes back in one CAS).
+ *
+ * A cache belongs to one caller at a time: its calls must not run concurrently with each
+ * other; they may run concurrently with any call on p but ptss_exec_exit and
+ * ptss_proc_free, as ptss_claim and ptss_release may. Entries are interchangeable between
+ * the two paths: an entry claimed through a cache may be released with ptss_release or
+ * through another cache, and the other way round.
+ *
+ * Entries parked in caches are free (ptss_stats.free counts them) but only their cache's
+ * caller claims them: a claim that finds its cache and the shared list empty grows, even
+ * if other caches hold entries. So at most PTSS_CACHE_CAP entries per open cache are
+ * mapped beyond what the threads own; ptss_cache_flush hands them back early.
+ */
+#define PTSS_CACHE_CAP 16u
+
+/* A new cache of p, empty. NULL and errno: ENOMEM, ESRCH (after ptss_exec_exit). */
+PTSS_API ptss_cache *ptss_cache_new(ptss_proc *p);
+
+/* Returns the cached entries to p's shared list and frees c. NULL is ignored. Caches still
+ * open when their ptss_proc is freed are freed with it (their handles then die too). */
+PTSS_API void ptss_cache_free(ptss_cache *c);
+
+/* ptss_claim through c: c's most recently parked entry, else ptss_claim(p). Same errors. */
+PTSS_API ptss_entry *ptss_cache_claim(ptss_cache *c);
+
+/*
+ * ptss_release through c: parks e in c (when c is full, the older half of it goes back to
+ * the shared list first). Ignored after ptss_exec_exit, as ptss_release. -EINVAL when e is
+ * not claimed: not one of p's entries, on the shared list, or already in c. (An entry
+ * parked in another cache reads as claimed: releasing it again is undefined, as are
+ * concurrent double releases.)
+ */
+PTSS_API int ptss_cache_release(ptss_cache *c, ptss_entry *e);
+
+/* Returns every entry parked in c to p's shared list. */
+PTSS_API void ptss_cache_flush(ptss_cache *c);
 
 /*
  * The target forked and `child` is the child's address space (a copy of the parent's,
@@ -138,26 +186,35 @@ PTSS_API uint32_t ptss_entry_index(const ptss_proc *p, const ptss_entry *e);
 /* The entry size in bytes. */
 PTSS_API size_t ptss_entry_size(const ptss_proc *p);
 
+/*
+ * Statistics are derived, not counted on the claim and release paths: free is the length
+ * of the shared list (kept in the list itself) plus the entries parked in caches, claimed
+ * is entries - free. After ptss_exec_exit, pages, entries, free and claimed are 0.
+ */
 struct ptss_stats {
 	uint64_t pages;              /* pages mapped in the target */
 	uint64_t entries;            /* pages * entries per page */
-	uint64_t free;               /* entries on the free list (entries - claimed) */
-	uint64_t claimed;            /* entries owned by threads */
-	uint64_t claimed_high_water; /* most entries claimed at once; never under-reports: an
-	                                entry counts from its claim's start to its release's end */
+	uint64_t free;               /* entries free: on the shared list or parked in caches */
+	uint64_t claimed;            /* entries owned by threads: entries - free */
+	uint64_t claimed_high_water; /* most entries claimed at once. Never under-reports: it
+	                                counts every entry off the shared list, so entries parked
+	                                in caches (at most PTSS_CACHE_CAP per cache) and
+	                                releases in progress count as claimed */
 	uint64_t grows;              /* successful growths (one per space call) */
 	uint64_t failed_grows;       /* growths that failed: claims that returned NULL */
 	uint64_t ignored_releases;   /* releases after ptss_exec_exit */
 	uint64_t tracer_bytes;       /* tracer-side bytes held for entries (<= 8 per entry) */
 };
 
-/* A snapshot; exact when no claim or release runs concurrently. */
+/* A snapshot; exact when no claim or release runs concurrently. Lock-free: O(open caches). */
 PTSS_API void ptss_stats_get(const ptss_proc *p, struct ptss_stats *out);
 
 /*
  * Checks every invariant of p at quiescence (no claim or release in flight): each entry is
- * either on the free list exactly once or claimed, claimed + free == entries, the list
- * holds only mapped entries. For tests and debug assertions; O(entries).
+ * in exactly one place -- on the shared list (once), parked in one cache (once), or owned
+ * by a thread --, claimed + free == entries, the list holds only mapped entries and its
+ * recorded length is its length, the high water is at least what is claimed. For tests
+ * and debug assertions; O(entries).
  */
 PTSS_API bool ptss_proc_is_valid(const ptss_proc *p);
 
