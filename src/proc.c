@@ -349,6 +349,10 @@ void ptss_cache_free(ptss_cache *c)
  * has one: no atomic read-modify-write, no store another caller reads but the relaxed
  * store of n, which statistics read. Needs no torn_down check: tear_down empties every
  * cache, and it never runs concurrently with a call.
+ * Progress: wait-free on the cache (no loop, no CAS); with an empty cache, ptss_claim's
+ * (a lock-free pop, the lock only to grow). ABA: none on the cache, which has one owner
+ * and no CAS. Memory reuse: a parked entry stays mapped until tear_down, which empties
+ * the cache first; the cache itself is freed only with p.
  */
 ptss_entry *ptss_cache_claim(ptss_cache *c)
 {
@@ -365,6 +369,10 @@ ptss_entry *ptss_cache_claim(ptss_cache *c)
  * only when e enters or leaves the shared list), writes only c. The word stays
  * PTSS_CLAIMED, so the check against c's own entries is what catches a double release
  * into the same cache.
+ * Progress: wait-free (at most PTSS_CACHE_CAP compares) unless c is full; then one
+ * lock-free chain push of its older half (freelist.h: ABA argument there). The parked
+ * entry's bytes were written by this caller or handed to it by the caller's own
+ * synchronisation; a spill's release CAS publishes them to the next popper.
  */
 int ptss_cache_release(ptss_cache *c, ptss_entry *e)
 {
