@@ -346,7 +346,7 @@ def analyse(raw, tools, cfg, mode):
         goals.append({"goal": "enable maps every page in one commit",
                       "measure": "injections of ptss_enable, per page count",
                       "value": {str(e["pages"]): e["injections"] for e in en},
-                      "target": "the same for every count (4 reserve + 1 commit)",
+                      "target": "the same for every count (3 reserve + 1 commit)",
                       "pass": len({e["injections"] for e in en}) == 1
                       and all(e["maps_rx_pages"] == e["pages"] for e in en)})
     pf = [f for f in a["fork"] if f["how"] == "ptss_fork"]

@@ -28,6 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef SYS_SECCOMP
+#define SYS_SECCOMP 1 /* si_code of a SIGSYS raised by a seccomp filter */
+#endif
+
 /* Kernel-internal errnos that a thread stopped inside a system call may show in rax. */
 enum { ERESTARTSYS_ = 512, ERESTARTNOINTR_ = 513, ERESTARTNOHAND_ = 514, ERESTART_RESTARTBLOCK_ = 516 };
 
@@ -81,6 +85,33 @@ static int wait_for(pid_t tid, bool (*want)(int), int *status, int *stopsig)
 static bool want_syscall_stop(int status) { return is_syscall_stop(status); }
 static bool want_interrupt_stop(int status) { return is_event_stop(status, PTRACE_EVENT_STOP); }
 
+static bool want_signal_stop(int status)
+{
+	return WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) != (SIGTRAP | 0x80);
+}
+
+/*
+ * Another thread may install a filter on this one (SECCOMP_FILTER_FLAG_TSYNC) between the
+ * verdict and the call. One that traps skips the call and queues a SIGSYS for a call the
+ * program never made: take it back. Resumed, the thread stops for it before running any
+ * code of its own, and stays in that stop (resumed without it, it never sees it).
+ * True when the call was trapped.
+ */
+static bool take_back_sigsys(pid_t tid, long nr, int *stopsig)
+{
+	siginfo_t queued[64] = { 0 }; /* valgrind cannot see the kernel fill it */
+	struct __ptrace_peeksiginfo_args a = { .off = 0, .flags = 0, .nr = 64 };
+	long n = ptrace(PTRACE_PEEKSIGINFO, tid, &a, queued);
+	bool trapped = false;
+	for (long i = 0; i < n && !trapped; i++)
+		trapped = queued[i].si_signo == SIGSYS && queued[i].si_code == SYS_SECCOMP &&
+			  queued[i].si_syscall == nr;
+	int status;
+	if (trapped && !ptrace(PTRACE_CONT, tid, 0, 0))
+		wait_for(tid, want_signal_stop, &status, stopsig);
+	return trapped;
+}
+
 static int restore(pid_t tid, const struct user_regs_struct *regs, uint64_t mask)
 {
 	if (ptrace(PTRACE_SETREGS, tid, 0, regs))
@@ -120,12 +151,21 @@ static int leave_syscall_event(pid_t tid, int *stopsig)
 	return 0;
 }
 
-long _ptss_inject(pid_t tid, uint64_t insn, long nr, const long args[6])
+long _ptss_inject(pid_t tid, uint64_t insn, long nr, const long args[6], char *why, size_t why_len)
 {
 	struct user_regs_struct saved, regs;
 	uint64_t mask, all = ~0ull;
 	int status, stopsig = 0;
 
+	long result;
+	switch (_ptss_seccomp_verdict(tid, insn, nr, args, &result, why, why_len)) {
+	case SECCOMP_VERDICT_ALLOW:
+		break;
+	case SECCOMP_VERDICT_FAIL:
+		return result; /* what the call would return, without making it */
+	case SECCOMP_VERDICT_FORBID:
+		return -EPERM;
+	}
 	int err = leave_syscall_event(tid, &stopsig);
 	if (err)
 		return err;
@@ -147,7 +187,6 @@ long _ptss_inject(pid_t tid, uint64_t insn, long nr, const long args[6])
 	regs.r8 = (uint64_t)args[4];
 	regs.r9 = (uint64_t)args[5];
 	regs.rip = insn;
-	long result;
 	if (ptrace(PTRACE_SETREGS, tid, 0, &regs) || ptrace(PTRACE_SYSCALL, tid, 0, 0)) {
 		result = -errno;
 		goto put_back;
@@ -163,7 +202,7 @@ long _ptss_inject(pid_t tid, uint64_t insn, long nr, const long args[6])
 		result = -errno;
 		goto put_back;
 	}
-	result = (long)regs.rax;
+	result = take_back_sigsys(tid, nr, &stopsig) ? -EPERM : (long)regs.rax;
 
 put_back:
 	err = restore(tid, &saved, mask);
@@ -229,5 +268,5 @@ long ptss_ptrace_syscall(pid_t pid, pid_t tid, uint64_t insn, long nr, const lon
 		insn = _ptss_find_syscall_insn(pid);
 	if (!insn)
 		return -ENOEXEC;
-	return _ptss_inject(tid, insn, nr, args);
+	return _ptss_inject(tid, insn, nr, args, NULL, 0);
 }

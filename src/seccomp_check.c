@@ -1,16 +1,19 @@
 /*
- * Would the target's seccomp filters let ptss inject what it needs? A filter runs after
- * the tracer's syscall-entry-stop, and one that kills would take the target with it, so
- * the answer must be known before the first injection. The filters are read with
- * PTRACE_SECCOMP_GET_FILTER and run here, in a small classic-BPF interpreter, on the
- * very system calls the ptrace space makes.
+ * What a thread's seccomp filters do with the system calls ptss injects. A filter runs
+ * after the tracer's syscall-entry-stop, and one that kills would take the target with it,
+ * so the answer must be known before each injection: filters come and go with the
+ * program (a thread installs one whenever it likes, and they differ between threads). The
+ * filters are read with PTRACE_SECCOMP_GET_FILTER and run here, in a small classic-BPF
+ * interpreter, on the very call about to be made.
  */
 #define _GNU_SOURCE
 #include "inject.h"
 
+#include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,11 +103,11 @@ static uint32_t bpf_run(const struct sock_filter *f, size_t n, const struct secc
 	return SECCOMP_RET_KILL_PROCESS; /* fell off the end: the kernel refuses such filters */
 }
 
-/* The seccomp mode from /proc/PID/status, or -1. */
-static int seccomp_mode(pid_t pid)
+/* The seccomp mode of a thread from /proc/TID/status, or -1. */
+static int seccomp_mode(pid_t tid)
 {
 	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
 	FILE *f = fopen(path, "re");
 	int mode = -1;
 	while (f && fgets(line, sizeof(line), f))
@@ -115,15 +118,113 @@ static int seccomp_mode(pid_t pid)
 	return mode;
 }
 
-struct needed_call {
-	const char *name;
-	int nr;
-	uint64_t args[6];
-};
+/* The kernel keeps the strongest action of all filters: the lowest as a signed number. */
+static bool stronger(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a & SECCOMP_RET_ACTION_FULL) < (int32_t)(b & SECCOMP_RET_ACTION_FULL);
+}
+
+/*
+ * Runs every filter of stopped thread tid on each of the n calls, and gives each call the
+ * return word the kernel would act on. 0, or -errno when the filters cannot be read
+ * (EACCES: that needs CAP_SYS_ADMIN).
+ */
+static int filters_run(pid_t tid, const struct seccomp_data *calls, size_t n, uint32_t *rets)
+{
+	for (size_t c = 0; c < n; c++)
+		rets[c] = SECCOMP_RET_ALLOW;
+	for (unsigned long index = 0;; index++) {
+		long len = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, NULL);
+		if (len < 0)
+			return errno == ENOENT && index > 0 ? 0 : -errno; /* ENOENT: every filter run */
+		if (len == 0 || len > BPF_MAX_INSNS)
+			return -EIO;
+		struct sock_filter *f = calloc((size_t)len, sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, f) != len) {
+			free(f);
+			return -EIO;
+		}
+		for (size_t c = 0; c < n; c++) {
+			uint32_t r = bpf_run(f, (size_t)len, &calls[c]);
+			if (stronger(r, rets[c]))
+				rets[c] = r;
+		}
+		free(f);
+	}
+}
+
+static const char *call_name(long nr)
+{
+	switch (nr) {
+	case SYS_memfd_create: return "memfd_create";
+	case SYS_ftruncate: return "ftruncate";
+	case SYS_mmap: return "mmap";
+	case SYS_mprotect: return "mprotect";
+	case SYS_munmap: return "munmap";
+	case SYS_close: return "close";
+	default: return "a system call";
+	}
+}
+
+/* What a return word means for a call that ptss would inject. */
+static enum seccomp_verdict verdict_of(uint32_t ret, pid_t tid, long nr, long *result, char *why, size_t why_len)
+{
+	const char *what;
+	switch (ret & SECCOMP_RET_ACTION_FULL) {
+	case SECCOMP_RET_ALLOW:
+	case SECCOMP_RET_LOG:
+		return SECCOMP_VERDICT_ALLOW;
+	case SECCOMP_RET_ERRNO:
+	case SECCOMP_RET_TRACE: /* no tracer asked for seccomp events: the call is skipped */
+		*result = (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_ERRNO ? -(long)(ret & SECCOMP_RET_DATA)
+									       : -ENOSYS;
+		snprintf(why, why_len, "the seccomp filter of thread %d refuses %s (%s)", (int)tid,
+			 call_name(nr), strerror((int)-*result));
+		return SECCOMP_VERDICT_FAIL;
+	case SECCOMP_RET_TRAP: what = "raise SIGSYS in it"; break;
+	case SECCOMP_RET_USER_NOTIF: what = "hand it to its supervisor"; break;
+	default: what = "kill it"; break;
+	}
+	snprintf(why, why_len, "the seccomp filter of thread %d would %s on %s", (int)tid, what, call_name(nr));
+	return SECCOMP_VERDICT_FORBID;
+}
+
+enum seccomp_verdict _ptss_seccomp_verdict(pid_t tid, uint64_t insn, long nr, const long args[6],
+					   long *result, char *why, size_t why_len)
+{
+	char none[1];
+	if (!why || !why_len)
+		why = none, why_len = sizeof(none);
+	int mode = seccomp_mode(tid);
+	if (mode < 0) {
+		*result = -ESRCH;
+		return SECCOMP_VERDICT_FAIL;
+	}
+	if (mode == SECCOMP_MODE_DISABLED)
+		return SECCOMP_VERDICT_ALLOW;
+	if (mode == SECCOMP_MODE_STRICT) {
+		snprintf(why, why_len, "thread %d is in seccomp strict mode: %s would kill it", (int)tid, call_name(nr));
+		return SECCOMP_VERDICT_FORBID;
+	}
+	struct seccomp_data d = { .nr = (int)nr, .arch = AUDIT_ARCH_X86_64, .instruction_pointer = insn };
+	for (int i = 0; i < 6; i++)
+		d.args[i] = (uint64_t)args[i];
+	uint32_t ret;
+	int err = filters_run(tid, &d, 1, &ret);
+	if (err) {
+		snprintf(why, why_len, "the seccomp filters of thread %d cannot be read (%s; reading them "
+			 "needs CAP_SYS_ADMIN): ptss cannot know that %s is safe", (int)tid, strerror(-err),
+			 call_name(nr));
+		return SECCOMP_VERDICT_FORBID;
+	}
+	return verdict_of(ret, tid, nr, result, why, why_len);
+}
 
 int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len)
 {
-	int mode = seccomp_mode(pid);
+	int mode = seccomp_mode(tid);
 	if (mode < 0) {
 		snprintf(why, why_len, "cannot read the seccomp mode of %d", (int)pid);
 		return -ESRCH;
@@ -136,54 +237,44 @@ int ptss_ptrace_check_seccomp(pid_t pid, pid_t tid, char *why, size_t why_len)
 	}
 	/* The calls the ptrace space makes, with the arguments it passes (addresses aside). */
 	const uint64_t any = 0x10000, len = 1 << 20;
-	const struct needed_call calls[] = {
-		{ "memfd_create", SYS_memfd_create, { any, MFD_CLOEXEC | 0x10 } },
-		{ "ftruncate", SYS_ftruncate, { 3, len } },
-		{ "mmap", SYS_mmap, { 0, len, PROT_NONE, MAP_SHARED, 3, 0 } },
-		{ "mprotect", SYS_mprotect, { any, 4096, PROT_READ | PROT_EXEC } },
-		{ "munmap", SYS_munmap, { any, len } },
-		{ "close", SYS_close, { 3 } },
+	const struct { int nr; uint64_t args[6]; } needed[] = {
+		{ SYS_memfd_create, { any, PTSS_MEMFD_FLAGS } },
+		{ SYS_mmap, { 0, len, PROT_NONE, MAP_SHARED, 3, 0 } },
+		{ SYS_mprotect, { any, 4096, PROT_READ | PROT_EXEC } },
+		{ SYS_munmap, { any, len } },
+		{ SYS_close, { 3 } },
 	};
+	enum { N = sizeof(needed) / sizeof(needed[0]) };
+	struct seccomp_data d[N];
 	uint64_t insn = _ptss_find_syscall_insn(pid);
-	int err = 0, refused = 0;
-	for (unsigned long index = 0; !err; index++) {
-		long n = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, NULL);
-		if (n < 0) {
-			if (errno == ENOENT && index > 0)
-				break; /* every filter checked */
-			snprintf(why, why_len, "process %d has seccomp filters ptss cannot read (%s): "
-				 "reading them needs CAP_SYS_ADMIN", (int)pid, strerror(errno));
-			return -EACCES;
-		}
-		if (n == 0 || n > BPF_MAX_INSNS)
-			break;
-		struct sock_filter *f = calloc((size_t)n, sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, f) != n) {
-			free(f);
-			return -EIO;
-		}
-		for (size_t c = 0; c < sizeof(calls) / sizeof(calls[0]) && !err; c++) {
-			struct seccomp_data d = { .nr = calls[c].nr, .arch = AUDIT_ARCH_X86_64,
-						  .instruction_pointer = insn };
-			memcpy(d.args, calls[c].args, sizeof(d.args));
-			uint32_t action = bpf_run(f, (size_t)n, &d) & SECCOMP_RET_ACTION_FULL;
-			if (action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG)
-				continue;
-			if (action == SECCOMP_RET_ERRNO) {
-				/* Refused with an error: the injection fails cleanly, the target is fine. */
-				snprintf(why, why_len, "the seccomp filter of process %d refuses %s: "
-					 "no scratch pages can be mapped there", (int)pid, calls[c].name);
-				refused = 1;
-				continue;
-			}
-			snprintf(why, why_len, "the seccomp filter of process %d would %s on %s: "
-				 "ptss must not inject it", (int)pid,
-				 action == SECCOMP_RET_TRAP ? "raise SIGSYS" : "kill or stop it", calls[c].name);
-			err = -EPERM;
-		}
-		free(f);
+	for (size_t c = 0; c < N; c++) {
+		d[c] = (struct seccomp_data){ .nr = needed[c].nr, .arch = AUDIT_ARCH_X86_64,
+					      .instruction_pointer = insn };
+		memcpy(d[c].args, needed[c].args, sizeof(d[c].args));
 	}
-	return err ? err : refused;
+	uint32_t rets[N];
+	int err = filters_run(tid, d, N, rets);
+	if (err) {
+		snprintf(why, why_len, "process %d has seccomp filters ptss cannot read (%s): "
+			 "reading them needs CAP_SYS_ADMIN", (int)pid, strerror(-err));
+		return -EACCES;
+	}
+	int refused = 0;
+	for (size_t c = 0; c < N; c++) {
+		long result;
+		char reason[160];
+		switch (verdict_of(rets[c], tid, needed[c].nr, &result, reason, sizeof(reason))) {
+		case SECCOMP_VERDICT_ALLOW:
+			break;
+		case SECCOMP_VERDICT_FAIL:
+			snprintf(why, why_len, "the seccomp filter of process %d refuses %s: "
+				 "no scratch pages can be mapped there", (int)pid, call_name(needed[c].nr));
+			refused = 1;
+			break;
+		case SECCOMP_VERDICT_FORBID:
+			snprintf(why, why_len, "%s: ptss must not inject it", reason);
+			return -EPERM;
+		}
+	}
+	return refused;
 }

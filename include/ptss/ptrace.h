@@ -17,8 +17,9 @@
  *
  * Pages live in a memfd created inside the target ("memfd:ptss"), mapped there
  * PROT_NONE and committed read+execute page by page; the tracer writes them through its
- * own read+write mapping of the same memfd, opened through /proc/PID/fd. No mapping is
- * writable and executable.
+ * own read+write mapping of the same memfd, opened through /proc/PID/fd, and seals the
+ * memfd against any later writable mapping. No mapping is writable and executable, and
+ * the target holds no writable handle on its pages.
  */
 #ifndef PTSS_PTRACE_H
 #define PTSS_PTRACE_H
@@ -32,8 +33,7 @@ extern "C" {
 
 /*
  * A space over process `pid` (a thread-group id). `tid` is the stopped thread to inject
- * into at first. NULL + errno: ESRCH (no such process), EPERM (seccomp forbids what ptss
- * needs; see ptss_ptrace_check_seccomp).
+ * into at first. NULL + errno: ESRCH (no such process).
  */
 PTSS_API ptss_space *ptss_space_ptrace_new(pid_t pid, pid_t tid);
 
@@ -46,6 +46,17 @@ PTSS_API void ptss_space_ptrace_use_thread(ptss_space *s, pid_t tid);
  */
 PTSS_API void ptss_space_ptrace_reset(ptss_space *s);
 
+/*
+ * Why the space's last injection was not made — a seccomp filter of the borrowed thread
+ * refuses it, would have killed, trapped or suspended the thread, or cannot be read — or
+ * NULL when it was
+ * made (or none was tried since the space was made or reset). Each system call the space
+ * needs is checked against the thread's filters just before it is made: the target is
+ * never harmed, the operation fails instead (a claim finds no entry, an unmap leaves the
+ * pages mapped). Ask right after the operation that failed.
+ */
+PTSS_API const char *ptss_space_ptrace_refusal(const ptss_space *s);
+
 /* Injections made so far by this space: the cost model of growth and fork clean-up. */
 PTSS_API unsigned long ptss_space_ptrace_injections(const ptss_space *s);
 
@@ -53,7 +64,9 @@ PTSS_API unsigned long ptss_space_ptrace_injections(const ptss_space *s);
  * Runs system call `nr` with `args` in stopped thread tid of process pid and returns its
  * result (a negative errno for the target's errors), or a negative errno for ptss's own:
  * ESRCH when the thread died or was killed meanwhile, ENOEXEC when the target has no
- * syscall instruction to borrow, EIO for an unexpected stop. `insn` is the address of a
+ * syscall instruction to borrow, EIO for an unexpected stop, EPERM when the thread's
+ * seccomp state would not survive the call (not made; a call its filters refuse with an
+ * error returns that error, also without being made). `insn` is the address of a
  * syscall instruction in the target (0: find one). For tests and measurements; the space
  * uses the same path.
  */

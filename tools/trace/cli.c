@@ -31,9 +31,14 @@ static const char usage_text[] =
 	"  -q                  no informational messages\n"
 	"  -h, --help          this help\n"
 	"\n"
-	"Ctrl-C or SIGTERM detaches cleanly and prints the report. Exit status: the command's\n"
-	"own when ptss started it; 0 after attaching with -p; 2 usage error; 3 probe error;\n"
-	"4 cannot attach or start; 5 tracing failed.\n";
+	"Ctrl-C or SIGTERM detaches cleanly and prints the report. Messages of ptss are one\n"
+	"line each on stderr, prefixed 'ptss:'. A probe whose library is not loaded waits for\n"
+	"a dlopen; a probe never armed by the end of the run is an error.\n"
+	"\n"
+	"Exit status: the command's own when ptss started it, 0 after attaching with -p,\n"
+	"unless ptss fails: 2 usage error; 3 probe error (refused, or never armed);\n"
+	"4 cannot attach or start; 5 tracing failed, or the report could not be written;\n"
+	"6 the process attached with -p was killed by a signal.\n";
 
 static int usage_error(const char *fmt, ...)
 {
@@ -70,11 +75,11 @@ int settings_parse(struct settings *s, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	*s = (struct settings){ .format = FORMAT_TABLE, .entry_size = 64 };
-	int c;
-	optind = 1;
+	int c, before = optind = 1;
 	opterr = 0;
 	/* "+": stop at the first non-option, so that the command's own options stay its own. */
 	while ((c = getopt_long(argc, argv, "+p:fo:qh", longopts, NULL)) != -1) {
+		before = optind;
 		char *end;
 		long v;
 		switch (c) {
@@ -120,6 +125,9 @@ int settings_parse(struct settings *s, int argc, char **argv)
 			return usage_error("unknown option: '%s'", argv[optind - 1]);
 		}
 	}
+	/* getopt ends at a "--" of its own, and skips it: "ptss trace -- CMD" has no probe. */
+	if (optind == before + 1 && before < argc && !strcmp(argv[before], "--"))
+		optind--;
 	/* PROBE... up to "--", then the command. */
 	s->probes = &argv[optind];
 	int i = optind;
@@ -132,7 +140,8 @@ int settings_parse(struct settings *s, int argc, char **argv)
 			return usage_error("no command after '--'");
 	}
 	if (s->nprobes == 0)
-		return usage_error("no probe given");
+		return usage_error("no probe given%s", s->command ? ": name the functions to count before '--'"
+				   : s->pid ? ": name the functions to count after -p PID" : "");
 	if (!s->pid && !s->command)
 		return usage_error("give -p PID or -- COMMAND");
 	if (s->pid && s->command)

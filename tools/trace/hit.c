@@ -15,9 +15,8 @@
 #include <sys/ptrace.h>
 #include <sys/wait.h>
 
-void hit_count(struct tracer *t, struct thread *th, const struct site *s)
+void hit_count(struct tracer *t, struct thread *th, struct row *r, int64_t delta)
 {
-	struct row *r = s->row;
 	if (r->index >= th->ncounts) {
 		size_t n = t->nrows;
 		th->counts = realloc(th->counts, n * sizeof(*th->counts));
@@ -26,8 +25,8 @@ void hit_count(struct tracer *t, struct thread *th, const struct site *s)
 		memset(th->counts + th->ncounts, 0, (n - th->ncounts) * sizeof(*th->counts));
 		th->ncounts = n;
 	}
-	th->counts[r->index]++;
-	r->hits++;
+	th->counts[r->index] += (uint64_t)delta;
+	r->hits += (uint64_t)delta;
 }
 
 void thread_fold_counts(struct tracer *t, struct thread *th)
@@ -48,24 +47,15 @@ void thread_fold_counts(struct tracer *t, struct thread *th)
 }
 
 /*
- * Was this hit the re-run of one that a signal interrupted before its instruction ran?
- * The thread then has exactly the registers it was unwound with (a handler's own hits
- * run on another stack frame); that snapshot is consumed.
+ * A hit counts once its displaced instruction is sure to run. That is decided here, when
+ * a thread stopped inside its entry is put back into the original code: unwound before
+ * the instruction ran, the hit did not happen. Whatever the program then does with the
+ * thread (a handler that returns to the probe, one that never returns, Go parking the
+ * goroutine and resuming it on another thread), its next arrival at the probe is a hit of
+ * its own and is counted then. At detach the thread runs the instruction untraced, so the
+ * hit stays counted (keep).
  */
-static bool take_rerun(struct thread *th, const struct user_regs_struct *regs)
-{
-	for (int i = 0; i < th->nreruns; i++) {
-		struct user_regs_struct a = th->reruns[i], b = *regs;
-		a.eflags = b.eflags = 0; /* int3 leaves RF as it finds it: do not depend on it */
-		if (memcmp(&a, &b, sizeof(a)) == 0) {
-			th->reruns[i] = th->reruns[--th->nreruns];
-			return true;
-		}
-	}
-	return false;
-}
-
-bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
+bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep)
 {
 	if (!th->in_entry || !th->entry)
 		return false;
@@ -74,11 +64,9 @@ bool hit_unwind(struct thread *th, struct user_regs_struct *regs)
 	if (reloc_unwind(&th->plan, entry, &th->hit, regs, &rerun))
 		return false; /* not inside its entry */
 	th->in_entry = false;
-	if (rerun) { /* nested signals: keep the newest few */
-		if (th->nreruns == THREAD_RERUNS)
-			memmove(th->reruns, th->reruns + 1, --th->nreruns * sizeof(*th->reruns));
-		th->reruns[th->nreruns++] = *regs;
-	}
+	if (rerun && !keep && th->hit_row)
+		hit_count(t, th, th->hit_row, -1);
+	th->hit_row = NULL;
 	return true;
 }
 
@@ -127,8 +115,6 @@ static int fallback(struct tracer *t, struct thread *th, struct user_regs_struct
 int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s)
 {
 	regs->rip = s->addr;
-	if (!(th->nreruns && take_rerun(th, regs)) && s->row)
-		hit_count(t, th, s);
 
 	uint64_t load_at, loaded;
 	const uint64_t *loaded_ptr = NULL;
@@ -147,10 +133,18 @@ int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *reg
 		th->plan = s->plan;  /* a copy: the site table may move when a library loads */
 		th->hit = hit;
 	} else {
+		if (s->row)
+			hit_count(t, th, s->row, 1); /* the single-step runs it, whatever comes */
 		return fallback(t, th, regs, s);
 	}
 	if (err)
 		return err;
+	/* Counted now; hit_unwind takes it back if a signal finds the thread before it ran. */
+	th->hit_row = NULL;
+	if (s->row && !(th->in_entry && reloc_hit_returns_to_probe(&hit))) {
+		hit_count(t, th, s->row, 1);
+		th->hit_row = th->in_entry ? s->row : NULL;
+	}
 	if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
 		return -errno;
 	return 0;
@@ -183,7 +177,7 @@ static void hold(struct tracer *t, struct thread *u)
 			ptrace(PTRACE_SETREGS, u->tid, 0, &regs);
 			ptrace(PTRACE_CONT, u->tid, 0, 0);
 		} else if (WIFSTOPPED(status) && event == 0 && sig != (SIGTRAP | 0x80)) {
-			loop_pass_signal(u, sig); /* the interrupt stop follows at once */
+			loop_pass_signal(t, u, sig); /* the interrupt stop follows at once */
 		} else {
 			loop_defer(t, u->tid, status); /* an event, or its exit: the loop's business */
 			return;

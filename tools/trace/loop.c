@@ -93,6 +93,16 @@ static void thread_gone(struct tracer *t, struct thread *th)
 		process_ended(t, p);
 }
 
+/*
+ * Scratch pages that a seccomp filter keeps ptss from unmapping stay in the process,
+ * unused and harmless: read+execute there, sealed against writing. Said, never forced.
+ */
+static void pages_left(pid_t pid, const char *refusal)
+{
+	if (refusal)
+		msg("process %d keeps its scratch pages, unused: %s", (int)pid, refusal);
+}
+
 /* An untraced child's copy of the memory: take our int3s and pages out, then let it go. */
 static void let_child_go(struct process *p, pid_t tid)
 {
@@ -104,10 +114,9 @@ static void let_child_go(struct process *p, pid_t tid)
 	if (copy.mem >= 0)
 		close(copy.mem);
 	ptss_space *cs = ptss_space_ptrace_new(tid, tid);
-	if (cs) {
-		ptss_fork(p->scratch, cs);
-		ptss_space_free(cs);
-	}
+	if (cs && ptss_fork(p->scratch, cs))
+		pages_left(tid, ptss_space_ptrace_refusal(cs));
+	ptss_space_free(cs);
 	ptrace(PTRACE_DETACH, tid, 0, 0);
 }
 
@@ -193,6 +202,7 @@ static void exec_event(struct tracer *t, pid_t pid)
 	}
 	p->before_entry = true;
 	p->exec_seen = true;
+	p->refusal_said = false;
 	struct thread *nt = thread_add(t, p, pid);
 	thread_claim(t, nt);
 	sites_place(t, p, false);
@@ -234,12 +244,12 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 	return rc;
 }
 
-void loop_pass_signal(struct thread *th, int sig)
+void loop_pass_signal(struct tracer *t, struct thread *th, int sig)
 {
 	struct user_regs_struct regs;
 	if (th->in_entry && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
 		uint64_t before = regs.rip;
-		if (hit_unwind(th, &regs)) {
+		if (hit_unwind(t, th, &regs, false)) {
 			ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
 			/* A fault in the entry names the entry: name the original instruction. */
 			siginfo_t si;
@@ -260,6 +270,10 @@ static int dispatch(struct tracer *t, pid_t tid, int status)
 		if (tid == t->child) {
 			t->child_exited = true;
 			t->child_status = status;
+		}
+		if (tid == t->set->pid) { /* -p: the attached process ended while traced */
+			t->attached_ended = true;
+			t->attached_status = status;
 		}
 		if (th)
 			thread_gone(t, th);
@@ -313,13 +327,37 @@ static int dispatch(struct tracer *t, pid_t tid, int status)
 				return on_site(t, th, &regs, s);
 		}
 	}
-	loop_pass_signal(th, sig);
+	loop_pass_signal(t, th, sig);
 	return 0;
 }
 
 /* ---- detach ---- */
 
-/* Stops every traced task; events that come first are settled on the way. */
+/*
+ * Has tid, stopped, a SIGTRAP of one of our int3s still queued? A thread that hits a probe
+ * just as it is interrupted reports the interrupt stop first and the trap after it; a
+ * detach in between would hand the trap to an untraced thread, which dies of it.
+ */
+static bool trap_pending(pid_t tid)
+{
+	siginfo_t queued[8] = { 0 }; /* valgrind cannot see the kernel fill it */
+	struct __ptrace_peeksiginfo_args a = { .off = 0, .flags = 0, .nr = 8 };
+	for (;;) {
+		long n = ptrace(PTRACE_PEEKSIGINFO, tid, &a, queued);
+		for (long i = 0; i < n; i++)
+			if (queued[i].si_signo == SIGTRAP && queued[i].si_code == SI_KERNEL)
+				return true;
+		if (n < (long)a.nr)
+			return false;
+		a.off += (uint64_t)n;
+	}
+}
+
+/*
+ * Stops every traced task; events that come first are settled on the way. On return each
+ * thread is in a stop with no trap of ours left queued: a hit that was under way is taken
+ * and counted, and the thread will run the restored instruction.
+ */
 static void stop_all(struct tracer *t)
 {
 	for (size_t i = 0; i < t->tcap; i++)
@@ -345,13 +383,21 @@ static void stop_all(struct tracer *t)
 				t->child_exited = true;
 				t->child_status = status;
 			}
+			if (tid == t->set->pid && (WIFEXITED(status) || WIFSIGNALED(status))) {
+				t->attached_ended = true;
+				t->attached_status = status;
+			}
 			if (WIFSTOPPED(status))
 				ptrace(PTRACE_CONT, tid, 0, 0);
 			continue;
 		}
 		th->stopping = false;
 		int event = status >> 16, sig = WSTOPSIG(status);
-		if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+		if (event == PTRACE_EVENT_STOP && trap_pending(tid)) {
+			/* Let the trap come: resumed, the thread stops for it before running any code. */
+			ptrace(PTRACE_CONT, tid, 0, 0);
+			th->stopping = true;
+		} else if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
 			unsigned long m;
 			ptrace(PTRACE_GETEVENTMSG, tid, 0, &m);
 			if (wait_first_stop((pid_t)m)) {
@@ -369,7 +415,7 @@ static void stop_all(struct tracer *t)
 				struct site *s = site_find(th->proc, regs.rip - 1);
 				if (s) { /* a hit as we leave: count it, and let the restored instruction run */
 					if (s->row)
-						hit_count(t, th, s);
+						hit_count(t, th, s->row, 1);
 					regs.rip = s->addr;
 					ptrace(PTRACE_SETREGS, tid, 0, &regs);
 				} else {
@@ -396,15 +442,19 @@ static void detach_all(struct tracer *t, bool stopped)
 				continue;
 			any = th;
 			/* No thread stays inside a scratch entry. */
-			if (!ptrace(PTRACE_GETREGS, th->tid, 0, &regs) && hit_unwind(th, &regs))
+			if (!ptrace(PTRACE_GETREGS, th->tid, 0, &regs) && hit_unwind(t, th, &regs, true))
 				ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
 		}
 		sites_disarm_all(p);
 		if (any) {
+			struct ptss_stats st;
 			ptss_space_ptrace_use_thread(p->space, any->tid);
 			scratch_note(t, p);
+			ptss_stats_get(p->scratch, &st);
 			ptss_proc_free(p->scratch); /* unmaps every page: one injection */
 			p->scratch = NULL;
+			if (st.pages)
+				pages_left(p->pid, ptss_space_ptrace_refusal(p->space));
 		}
 		for (size_t i = 0; i < t->tcap; i++) {
 			struct thread *th = t->threads[i];
@@ -429,16 +479,22 @@ static double now(void)
  */
 int loop_run(struct tracer *t)
 {
-	sigset_t wake, old;
-	sigemptyset(&wake);
+	sigset_t stop, wake, old;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP);
+	wake = stop;
 	sigaddset(&wake, SIGCHLD);
-	sigaddset(&wake, SIGINT);
-	sigaddset(&wake, SIGTERM);
-	sigaddset(&wake, SIGHUP);
 	sigprocmask(SIG_BLOCK, &wake, &old);
 	double start = now(), last_report = start;
 	int rc = 0, stop_signal = 0;
 	while (t->procs) {
+		/* Under a steady stream of stops the loop never sleeps: look for Ctrl-C each time. */
+		static const struct timespec no_wait;
+		int sig;
+		if (!stop_signal && (sig = sigtimedwait(&stop, NULL, &no_wait)) > 0)
+			stop_signal = sig;
 		if (stop_signal || (t->set->duration > 0 && now() - start >= t->set->duration)) {
 			detach_all(t, false);
 			break;
@@ -455,7 +511,7 @@ int loop_run(struct tracer *t)
 				break; /* no traced task left */
 			if (tid == 0) { /* nothing ready: sleep until a stop or a signal, 100 ms at most */
 				struct timespec tick = { 0, 100 * 1000 * 1000 };
-				int sig = sigtimedwait(&wake, NULL, &tick);
+				sig = sigtimedwait(&wake, NULL, &tick);
 				if (sig > 0 && sig != SIGCHLD)
 					stop_signal = sig;
 				continue;
@@ -464,7 +520,11 @@ int loop_run(struct tracer *t)
 		int r = dispatch(t, tid, status);
 		if (r && !rc)
 			rc = r;
-		if (r == PTSS_EXIT_PROBE) { /* a probe of the started program cannot be placed */
+		if (r == PTSS_EXIT_PROBE) {
+			/* A probe of the started program cannot be placed. It has run no code of its
+			 * own and must run none: killed while it is still stopped, then detached. */
+			if (t->child)
+				kill(t->child, SIGKILL);
 			detach_all(t, false);
 			break;
 		}
@@ -481,17 +541,6 @@ int loop_run(struct tracer *t)
 int loop_setup(struct tracer *t)
 {
 	struct process *p = t->procs;
-	target_wait_stopped(t);
-	char why[256];
-	int sec = ptss_ptrace_check_seccomp(p->pid, p->pid, why, sizeof(why));
-	if (sec == -EPERM) {
-		msg("cannot trace %d: %s", (int)p->pid, why);
-		return PTSS_EXIT_ATTACH;
-	}
-	if (sec == 1) { /* mapping would fail cleanly: every hit takes the fallback */
-		info(t, "%s; hits use the fallback", why);
-		ptss_exec_exit(p->scratch);
-	}
 	size_t n = 0;
 	struct thread **ths = calloc((size_t)p->nthreads + 1, sizeof(*ths));
 	ptss_entry **entries = calloc((size_t)p->nthreads + 1, sizeof(*entries));
@@ -501,12 +550,11 @@ int loop_setup(struct tracer *t)
 		if (t->threads[i] && t->threads[i]->proc == p)
 			ths[n++] = t->threads[i];
 	ptss_space_ptrace_use_thread(p->space, ths[0]->tid);
+	/* Each injection is checked against the thread's seccomp filters: a refusal leaves the
+	 * threads without entries, never the target harmed. */
 	int err = t->set->no_scratch ? 0 : ptss_enable(p->scratch, n, entries);
-	if (err) {
-		t->claim_failures += n;
-		info(t, "no scratch entries for %d's %zu threads (%s): hits use the fallback",
-		     (int)p->pid, n, strerror(-err));
-	}
+	if (err)
+		scratch_refused(t, p, n, err);
 	for (size_t i = 0; i < n && !err; i++)
 		ths[i]->entry = entries[i];
 	free(ths);

@@ -57,6 +57,18 @@ bool probe_spec_name_matches(const char *name, const char *path)
 	return base[n] == '\0' || base[n] == '-' || strncmp(base + n, ".so", 3) == 0;
 }
 
+bool probe_spec_is_vdso(const struct probe_spec *spec)
+{
+	static const char *const names[] = { "vdso", "linux-vdso", "linux-vdso.so",
+					     "linux-vdso.so.1" };
+	if (!spec || !spec->module || spec->module_is_path)
+		return false;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(spec->module, names[i]))
+			return true;
+	return false;
+}
+
 void probe_spec_result_free(struct probe_spec_result *r)
 {
 	if (!r)

@@ -60,6 +60,10 @@ void probe_spec_free(struct probe_spec *spec);
 /* Does short name NAME designate the file at PATH (by its basename)? */
 bool probe_spec_name_matches(const char *name, const char *path);
 
+/* Does SPEC name the vDSO ("vdso", "linux-vdso", "linux-vdso.so.1")?  The vDSO
+ * is no file: it never matches a module, and cannot be probed. */
+bool probe_spec_is_vdso(const struct probe_spec *spec);
+
 /* Every probe target SPEC designates in snapshot S (one per function per loaded instance of
  * the module), into OUT (free with probe_spec_result_free(), also after an error).  An
  * exact name resolving to an ifunc or outside an executable mapping is an error; a glob

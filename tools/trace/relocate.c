@@ -744,6 +744,11 @@ int reloc_hit_prepare(const struct reloc_plan *plan, uint64_t entry_addr, void *
 	return 0;
 }
 
+bool reloc_hit_returns_to_probe(const struct reloc_hit *hit)
+{
+	return hit->layout == LAYOUT_RETRY;
+}
+
 int reloc_unwind(const struct reloc_plan *plan, uint64_t entry_addr, const struct reloc_hit *hit,
 		 struct user_regs_struct *regs, bool *rerun)
 {

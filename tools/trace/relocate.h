@@ -155,6 +155,13 @@ int reloc_hit_prepare(const struct reloc_plan *plan, uint64_t entry_addr, void *
 		      struct reloc_hit *hit);
 
 /*
+ * Whether the entry of this hit ends by jumping back to the probe itself (the pointer of
+ * an indirect branch that the tracer could not read): the displaced instruction does not
+ * run for this hit, the thread's next hit of the probe is its real execution.
+ */
+bool reloc_hit_returns_to_probe(const struct reloc_hit *hit);
+
+/*
  * The thread was stopped with rip inside its entry (a signal about to be delivered, a
  * detach): rewrites regs so that it continues at the equivalent place in the original
  * code, with the scratch register restored.

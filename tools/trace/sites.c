@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -143,19 +145,29 @@ static struct row *row_for(struct tracer *t, const char *module, const char *nam
 	return r;
 }
 
-/* AT_ENTRY from /proc/PID/auxv: where the program starts once ld.so is done. */
-static uint64_t program_entry(pid_t pid)
+/* A value of /proc/PID/auxv: AT_ENTRY, where the program starts once ld.so is done;
+ * AT_BASE, where ld.so was loaded (0: the program has no interpreter). -1 when unknown. */
+static int auxv_value(pid_t pid, uint64_t type, uint64_t *value)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/auxv", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	Elf64_auxv_t av;
-	uint64_t entry = 0;
+	int rc = -1;
 	while (fd >= 0 && read(fd, &av, sizeof(av)) == sizeof(av) && av.a_type != AT_NULL)
-		if (av.a_type == AT_ENTRY)
-			entry = av.a_un.a_val;
+		if (av.a_type == type) {
+			*value = av.a_un.a_val;
+			rc = 0;
+		}
 	if (fd >= 0)
 		close(fd);
+	return rc;
+}
+
+static uint64_t program_entry(pid_t pid)
+{
+	uint64_t entry = 0;
+	auxv_value(pid, AT_ENTRY, &entry);
 	return entry;
 }
 
@@ -171,6 +183,74 @@ static uint64_t dlopen_notice(const struct maps_snapshot *snap)
 	return addr;
 }
 
+/* An error about a probe: said once, on one line; the probe is settled in this image. */
+__attribute__((format(printf, 4, 5)))
+static void probe_error(struct tracer *t, struct process *p, int i, const char *fmt, ...)
+{
+	char text[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	msg("probe %s: %s", t->specs[i].arg, text);
+	t->specs[i].said = true;
+	p->resolved[i] = true;
+}
+
+/* "no library named 'libc'" or "/path/lib.so" */
+static void module_words(const struct probe_spec *ps, char *buf, size_t len, const char *named)
+{
+	if (ps->module_is_path)
+		snprintf(buf, len, "%s", ps->module);
+	else
+		snprintf(buf, len, "%s '%s'", named, ps->module);
+}
+
+/* Probe I names a module that is not mapped, and ptss cannot see one being loaded in this
+ * image: no ld.so notice to watch (a static program, or a dynamic linker other than glibc's). */
+static void say_unloadable(struct tracer *t, struct process *p, int i, const struct maps_snapshot *snap)
+{
+	const struct probe_spec *ps = &t->specs[i].parsed;
+	const char *exe = snap->exe ? snap->exe : "the program";
+	uint64_t base = 1;
+	if (auxv_value(p->pid, AT_BASE, &base) == 0 && base == 0) {
+		/* The program's own copy of the function, if it has one, is the one it runs. */
+		struct probe_spec own = { .func = ps->func, .glob = ps->glob };
+		struct probe_spec_result res = { 0 };
+		bool has_own = probe_spec_resolve(&own, snap, &res, NULL, 0) == 0 && res.n > 0;
+		probe_spec_result_free(&res);
+		char own_hint[300] = "";
+		if (has_own)
+			snprintf(own_hint, sizeof(own_hint), "; its own copy is probed as '%s'", ps->func);
+		if (ps->module_is_path)
+			probe_error(t, p, i, "%s is statically linked: it loads no library, %s included%s",
+				    exe, ps->module, own_hint);
+		else
+			probe_error(t, p, i, "%s is statically linked: it loads no library, so none "
+				    "named '%s'%s", exe, ps->module, own_hint);
+	} else {
+		char what[320];
+		module_words(ps, what, sizeof(what), "no library named");
+		probe_error(t, p, i, "%s%s, and ptss cannot see libraries loaded later in %s "
+			    "(its dynamic linker has no _dl_debug_state)",
+			    what, ps->module_is_path ? " is not loaded" : " is loaded", exe);
+	}
+}
+
+/* Probe I waits for its module, which only a dlopen (or an exec) can still bring: said once
+ * per run; at the end of the run a probe never armed is an error (ptss.c). */
+static void say_waiting(struct tracer *t, int i)
+{
+	struct spec *sp = &t->specs[i];
+	if (sp->warned)
+		return;
+	sp->warned = true;
+	char what[320];
+	module_words(&sp->parsed, what, sizeof(what), "no library named");
+	info(t, "probe %s: %s%s; armed if the program loads it with dlopen, an error at the end "
+	     "if it never does", sp->arg, what, sp->parsed.module_is_path ? " is not loaded" : " is loaded");
+}
+
 int sites_place(struct tracer *t, struct process *p, bool fatal)
 {
 	char err[512];
@@ -179,6 +259,9 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		msg("cannot read the memory map of %d: %s", (int)p->pid, err);
 		return PTSS_EXIT_PROBE;
 	}
+	bool *waiting = calloc((size_t)t->nspecs + 1, sizeof(*waiting));
+	if (!waiting)
+		abort();
 	bool deferred = false;
 	int rc = 0;
 	for (int i = 0; i < t->nspecs && !rc; i++) {
@@ -187,12 +270,9 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		struct probe_spec_result res = { 0 };
 		int e = probe_spec_resolve(&t->specs[i].parsed, snap, &res, err, sizeof(err));
 		if (e == PROBE_SPEC_ENOTMAPPED) {
-			deferred = true;
-			if (fatal && !p->before_entry)
-				info(t, "%s: %s; armed when it is loaded", t->specs[i].arg, err);
+			deferred = waiting[i] = true;
 		} else if (e) {
-			msg("probe %s: %s", t->specs[i].arg, err);
-			p->resolved[i] = true; /* said once */
+			probe_error(t, p, i, "%s", err);
 			if (fatal)
 				rc = PTSS_EXIT_PROBE;
 		} else {
@@ -202,11 +282,15 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 				struct row *row = row_for(t, tg->module, tg->name, tg->addr);
 				char why[256];
 				if (arm(t, p, tg->addr, row, why, sizeof(why))) {
-					msg("probe %s: %s", t->specs[i].arg, why);
+					probe_error(t, p, i, "%s", why);
 					if (!t->specs[i].parsed.glob)
 						rc = PTSS_EXIT_PROBE; /* a glob skips what it cannot place */
+				} else {
+					t->specs[i].armed = true;
 				}
 			}
+			if (!fatal && rc) /* later images: one probe's failure ends nothing */
+				rc = 0;
 		}
 		probe_spec_result_free(&res);
 	}
@@ -224,6 +308,19 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		if (notice && !site_find(p, notice) && !sites_arm_internal(t, p, notice))
 			p->notice_site = notice;
 	}
+	/* What the probes still waiting for their module can expect. */
+	for (int i = 0; i < t->nspecs && !rc; i++) {
+		if (!waiting[i] || p->entry_site) /* ld.so loads the needed libraries first */
+			continue;
+		if (p->notice_site) {
+			say_waiting(t, i);
+			continue;
+		}
+		say_unloadable(t, p, i, snap);
+		if (fatal)
+			rc = PTSS_EXIT_PROBE;
+	}
+	free(waiting);
 	maps_free(snap);
 	return rc;
 }

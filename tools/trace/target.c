@@ -106,12 +106,24 @@ void thread_claim(struct tracer *t, struct thread *th)
 		return;
 	ptss_space_ptrace_use_thread(p->space, th->tid);
 	th->entry = ptss_claim(p->scratch);
-	if (!th->entry) {
-		t->claim_failures++;
-		info(t, "thread %d has no scratch entry (%s): its hits use the fallback",
-		     (int)th->tid, strerror(errno));
-	}
+	if (!th->entry)
+		scratch_refused(t, p, 1, -errno);
 	scratch_note(t, p);
+}
+
+void scratch_refused(struct tracer *t, struct process *p, size_t nthreads, int err)
+{
+	t->claim_failures += nthreads;
+	if (p->refusal_said)
+		return;
+	p->refusal_said = true;
+	/* A seccomp filter that ptss must not cross is worth saying even with -q. */
+	const char *filter = ptss_space_ptrace_refusal(p->space);
+	if (filter)
+		msg("process %d: %s; threads without a scratch entry take the fallback", (int)p->pid, filter);
+	else
+		info(t, "process %d: no scratch entry (%s); threads without one take the fallback",
+		     (int)p->pid, strerror(-err));
 }
 
 void scratch_note(struct tracer *t, struct process *p)
@@ -190,24 +202,6 @@ int mem_write(struct process *p, uint64_t addr, const void *buf, size_t len)
 
 /* ---- getting hold of a target ---- */
 
-/* Waits for tid's PTRACE_EVENT_STOP after PTRACE_INTERRUPT or SEIZE of a stopped task. */
-static int wait_event_stop(pid_t tid)
-{
-	for (;;) {
-		int status;
-		if (waitpid(tid, &status, __WALL) < 0)
-			return -errno;
-		if (!WIFSTOPPED(status))
-			return -ESRCH;
-		if ((status >> 16) == PTRACE_EVENT_STOP)
-			return 0;
-		/* A signal got there first: keep it for the target, stop again. */
-		int sig = (status >> 16) == 0 ? WSTOPSIG(status) : 0;
-		ptrace(PTRACE_CONT, tid, 0, sig);
-		ptrace(PTRACE_INTERRUPT, tid, 0, 0);
-	}
-}
-
 static const char *attach_hint(int err)
 {
 	switch (err) {
@@ -224,21 +218,110 @@ static const char *attach_hint(int err)
 	}
 }
 
-/* Is pid traced by someone (TracerPid in /proc/PID/status)? */
-static pid_t tracer_of(pid_t pid)
+/* Is task tid traced, and by whom (TracerPid in /proc/TID/status)? -1 when it is gone or
+ * exiting (a zombie thread cannot be traced). */
+static pid_t tracer_of(pid_t tid)
 {
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	char path[64], line[256], state = 'X';
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
 	FILE *f = fopen(path, "re");
-	int tracer = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "TracerPid: %d", &tracer) == 1)
-			break;
+	int tracer = -1;
+	while (f && fgets(line, sizeof(line), f)) {
+		sscanf(line, "State: %c", &state);
+		sscanf(line, "TracerPid: %d", &tracer);
+	}
 	if (f)
 		fclose(f);
-	return tracer;
+	return state == 'Z' || state == 'X' ? -1 : tracer;
 }
 
+/*
+ * A child process forked while we attach: nothing is armed in it yet, let it go untraced
+ * once its first stop is seen.
+ */
+static void release_fork_child(pid_t child)
+{
+	int status;
+	if (waitpid(child, &status, __WALL) == child && WIFSTOPPED(status))
+		ptrace(PTRACE_DETACH, child, 0, 0);
+}
+
+/*
+ * Waits until th is in its interrupt stop. What comes first is settled so that nothing is
+ * lost: a signal is delivered (and th interrupted again), a thread it cloned becomes a
+ * thread to wait for (traced from birth, its first stop still to come), a forked child is
+ * let go. False when th died.
+ */
+static bool settle_attach_stop(struct tracer *t, struct thread *th)
+{
+	for (;;) {
+		int status;
+		if (waitpid(th->tid, &status, __WALL) < 0 || !WIFSTOPPED(status))
+			return false;
+		int event = status >> 16;
+		if (event == PTRACE_EVENT_STOP)
+			return true;
+		if (event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK) {
+			unsigned long child;
+			ptrace(PTRACE_GETEVENTMSG, th->tid, 0, &child);
+			/* A new thread's first stop is still to come, unless the task list showed
+			 * the thread first: then it may have been seen already. */
+			if (event != PTRACE_EVENT_CLONE)
+				release_fork_child((pid_t)child);
+			else if (!thread_find(t, (pid_t)child))
+				thread_add(t, th->proc, (pid_t)child)->stopping = true;
+		}
+		ptrace(PTRACE_CONT, th->tid, 0, event == 0 ? WSTOPSIG(status) : 0);
+		ptrace(PTRACE_INTERRUPT, th->tid, 0, 0);
+	}
+}
+
+/*
+ * Seizes the threads listed in /proc/PID/task that are not ours yet. A thread that another
+ * seized thread cloned is ours already (SEIZE says EPERM): its clone event may not have
+ * been read yet. Returns how many threads were added, or -errno.
+ */
+static int seize_listed(struct tracer *t, struct process *p)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)p->pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	int added = 0, err = 0;
+	struct dirent *de;
+	while (!err && (de = readdir(d))) {
+		pid_t tid = atoi(de->d_name);
+		if (tid <= 0 || thread_find(t, tid))
+			continue;
+		if (ptrace(PTRACE_SEIZE, tid, 0, TRACE_OPTIONS) == 0) {
+			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
+		} else if (errno != EPERM && errno != ESRCH) {
+			err = -errno;
+			break;
+		} else {
+			pid_t tracer = tracer_of(tid);
+			if (tracer < 0)
+				continue; /* it exited meanwhile */
+			if (tracer != getpid()) {
+				err = -EPERM;
+				break;
+			}
+		}
+		thread_add(t, p, tid)->stopping = true;
+		added++;
+	}
+	closedir(d);
+	return err ? err : added;
+}
+
+/*
+ * Attaches to every thread of pid and stops them all. Threads are born meanwhile: those
+ * that a seized thread creates are traced from birth and announced by its clone event, the
+ * others show up in the task list. So: seize what is listed, wait until every seized thread
+ * is stopped, list again; when a listing finds nothing new, no thread of the process runs
+ * untraced and none can be born. Only then is anything written.
+ */
 int target_attach(struct tracer *t, pid_t pid)
 {
 	if (kill(pid, 0) && errno == ESRCH) {
@@ -246,7 +329,7 @@ int target_attach(struct tracer *t, pid_t pid)
 		return PTSS_EXIT_ATTACH;
 	}
 	pid_t other = tracer_of(pid);
-	if (other) {
+	if (other > 0) {
 		msg("cannot attach to %d: already traced by process %d", (int)pid, (int)other);
 		return PTSS_EXIT_ATTACH;
 	}
@@ -256,52 +339,33 @@ int target_attach(struct tracer *t, pid_t pid)
 		msg("cannot attach to %d: %s%s", (int)pid, strerror(err), attach_hint(err));
 		return PTSS_EXIT_ATTACH;
 	}
-	/* Seize every thread; threads may be born meanwhile, so repeat until none is new. */
-	for (bool grew = true; grew;) {
-		grew = false;
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-		DIR *d = opendir(path);
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			pid_t tid = atoi(de->d_name);
-			if (tid <= 0 || thread_find(t, tid))
-				continue;
-			if (ptrace(PTRACE_SEIZE, tid, 0, TRACE_OPTIONS)) {
-				int err = errno;
-				if (err == ESRCH)
-					continue; /* it exited meanwhile */
-				msg("cannot attach to %d: %s%s", (int)pid, strerror(err), attach_hint(err));
-				if (d)
-					closedir(d);
-				return PTSS_EXIT_ATTACH; /* loop_run's cleanup detaches what we seized */
-			}
-			struct thread *th = thread_add(t, p, tid);
-			ptrace(PTRACE_INTERRUPT, tid, 0, 0);
-			th->stopping = true;
-			grew = true;
+	for (;;) {
+		int added = seize_listed(t, p);
+		if (added < 0) {
+			msg("cannot attach to %d: %s%s", (int)pid, strerror(-added), attach_hint(-added));
+			return PTSS_EXIT_ATTACH; /* the caller detaches what was seized */
 		}
-		if (d)
-			closedir(d);
-	}
-	return 0;
-}
-
-/* Waits for every seized thread's first stop. */
-int target_wait_stopped(struct tracer *t)
-{
-	for (size_t i = 0; i < t->tcap; i++) {
-		struct thread *th = t->threads[i];
-		if (th && th->stopping) {
-			if (wait_event_stop(th->tid)) {
-				thread_remove(t, th);
-				i = (size_t)-1;
-				continue;
+		for (bool waiting = true; waiting;) {
+			waiting = false;
+			for (size_t i = 0; i < t->tcap; i++) {
+				struct thread *th = t->threads[i];
+				if (!th || !th->stopping)
+					continue;
+				waiting = true; /* a settled thread may have added others: scan again */
+				th->stopping = false;
+				if (!settle_attach_stop(t, th)) {
+					thread_remove(t, th);
+					break; /* the table moved */
+				}
 			}
-			th->stopping = false;
 		}
+		if (added > 0)
+			continue;
+		if (p->nthreads)
+			return 0;
+		msg("cannot attach to %d: it exited", (int)pid);
+		return PTSS_EXIT_ATTACH;
 	}
-	return 0;
 }
 
 int target_start(struct tracer *t, char **argv)

@@ -31,7 +31,8 @@ enum {
 	PTSS_EXIT_USAGE = 2,   /* bad command line */
 	PTSS_EXIT_PROBE = 3,   /* a probe cannot be placed: unknown function/module, refused instruction, not an ELF */
 	PTSS_EXIT_ATTACH = 4,  /* cannot attach or start: no such process, permission, already traced */
-	PTSS_EXIT_FAILURE = 5, /* tracing failed midway; the target was detached */
+	PTSS_EXIT_FAILURE = 5, /* tracing failed midway; the target was detached; or the report was lost */
+	PTSS_EXIT_KILLED = 6,  /* -p: the attached process was killed by a signal while traced */
 };
 
 enum trace_format { FORMAT_TABLE, FORMAT_JSON };
@@ -78,6 +79,7 @@ struct site {
 struct spec {              /* a PROBE argument */
 	char *arg;
 	struct probe_spec parsed;
+	bool armed, said, warned; /* placed somewhere; an error said; "waits for dlopen" said */
 };
 
 struct process {
@@ -93,6 +95,7 @@ struct process {
 	bool started;          /* ptss started it: its exit status is ptss's */
 	bool before_entry;     /* a fresh image, its program entry not reached yet */
 	bool exec_seen;        /* an image after the first one */
+	bool refusal_said;     /* threads got no entry, and the user was told why */
 	int nthreads;
 	struct process *next;
 };
@@ -106,11 +109,8 @@ struct thread {
 	bool in_entry;         /* its last hit ran in the entry: it may still be there */
 	struct reloc_plan plan;/* that hit's plan, and what the hit did */
 	struct reloc_hit hit;
-	/* Hits unwound by a signal before their instruction ran, as registers: each comes
-	 * back once as the same hit, not to be counted twice. */
-#define THREAD_RERUNS 4
-	struct user_regs_struct reruns[THREAD_RERUNS];
-	int nreruns;
+	struct row *hit_row;   /* that hit's row while in_entry: counted, to be taken back if
+	                          the hit is unwound before its instruction ran */
 	bool stopping;         /* interrupted by ptss, its stop not yet seen */
 	bool held;             /* stopped by ptss for another thread's fallback */
 	bool held_by_interrupt;/* ... in the interrupt stop itself */
@@ -132,6 +132,8 @@ struct tracer {
 	pid_t child;           /* the command ptss started, or 0 */
 	int child_status;      /* its wait status, once it exited */
 	bool child_exited;
+	int attached_status;   /* -p: the attached process's wait status, if it ended while traced */
+	bool attached_ended;
 	uint64_t fallbacks;
 	uint64_t claim_failures;
 	uint64_t pages_hw, entries_hw, claimed_hw; /* scratch figures, summed over processes */
@@ -146,11 +148,12 @@ struct process *process_new(struct tracer *t, pid_t pid);
 void process_free(struct tracer *t, struct process *p);
 int mem_read(struct process *p, uint64_t addr, void *buf, size_t len);
 int mem_write(struct process *p, uint64_t addr, const void *buf, size_t len);
-int target_attach(struct tracer *t, pid_t pid);
+int target_attach(struct tracer *t, pid_t pid); /* every thread seized and stopped */
 int target_start(struct tracer *t, char **argv);
-int target_wait_stopped(struct tracer *t);
 void scratch_note(struct tracer *t, struct process *p); /* fold its figures into the totals */
 void thread_claim(struct tracer *t, struct thread *th);
+/* nthreads of p got no entry (claim or enable said err): counted, and said once per image */
+void scratch_refused(struct tracer *t, struct process *p, size_t nthreads, int err);
 
 /* sites.c: placing probes in an image */
 int sites_place(struct tracer *t, struct process *p, bool fatal); /* fatal: errors end the trace */
@@ -163,14 +166,15 @@ void sites_remove(struct process *p, uint64_t addr); /* restores the byte */
 
 /* hit.c: one probe hit, signals in entries, the no-entry fallback */
 int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s);
-void hit_count(struct tracer *t, struct thread *th, const struct site *s);
-bool hit_unwind(struct thread *th, struct user_regs_struct *regs); /* regs changed? */
+void hit_count(struct tracer *t, struct thread *th, struct row *r, int64_t delta);
+/* Out of its entry, back into the original code: regs changed? keep: at detach */
+bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep);
 void thread_fold_counts(struct tracer *t, struct thread *th);
 
 /* loop.c: the event loop and the lifecycle */
 int loop_run(struct tracer *t);
 void loop_defer(struct tracer *t, pid_t tid, int status); /* handle this stop later */
-void loop_pass_signal(struct thread *th, int sig);       /* deliver, unwinding it first */
+void loop_pass_signal(struct tracer *t, struct thread *th, int sig);       /* deliver, unwinding it first */
 int loop_setup(struct tracer *t);       /* first image: enable, place probes */
 void loop_resume_all(struct tracer *t);
 void loop_detach_stopped(struct tracer *t); /* everything stopped: restore, unmap, detach */

@@ -15,21 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calls_arg.h"
+
 int main(int argc, char **argv)
 {
-	long calls = 10;
-	if (argc == 3 && !strcmp(argv[1], "--calls")) {
-		char *end;
-		calls = strtol(argv[2], &end, 10);
-		if (*end || end == argv[2] || calls < 0 || calls > 100000000)
-			calls = -1;
-	} else if (argc != 1) {
-		calls = -1;
-	}
-	if (calls < 0) {
-		fprintf(stderr, "usage: lib_user [--calls K (0-100000000)]\n");
-		return 2;
-	}
+	long calls = calls_arg(argc, argv, "lib_user");
 	uint64_t sum = 0;
 	for (long i = 0; i < calls; i++)
 		sum += (uint64_t)probed_lib_fn((int)i);
