@@ -1,118 +1,146 @@
 /*
  * ptss: the command line. `ptss trace` counts function entries in a process, exactly,
  * with int3 probes whose displaced instructions run in per-thread scratch entries.
- * A client of libptss's public API and of the probe engine in trace/.
+ * A client of libptss-probe (<ptss/probe.h>): arguments in, report and messages out.
  */
 #define _GNU_SOURCE
-#include "trace/tracer.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ptrace.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
+
+/* Messages of ptss itself: one line each on stderr, prefixed "ptss: "; -q drops INFO. */
+static void say(enum ptss_tracer_level level, const char *line, void *ctx)
+{
+	const struct settings *set = ctx;
+	if (level == PTSS_TRACER_INFO && set->quiet)
+		return;
+	fprintf(stderr, "ptss: %s\n", line);
+}
+
+__attribute__((format(printf, 2, 3)))
+static void info(const struct settings *set, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	say(PTSS_TRACER_INFO, line, (void *)set);
+}
 
 /* "SIGKILL", or the number when the signal has no name. */
-static const char *signame(int sig)
+static const char *signame(int sig, char *buf, size_t len)
 {
-	static char buf[16];
 	const char *abbrev = sigabbrev_np(sig);
 	if (abbrev)
-		snprintf(buf, sizeof(buf), "SIG%s", abbrev);
+		snprintf(buf, len, "SIG%s", abbrev);
 	else
-		snprintf(buf, sizeof(buf), "signal %d", sig);
+		snprintf(buf, len, "signal %d", sig);
 	return buf;
 }
 
 /* Writes the final report entirely, or says why not: 0 or PTSS_EXIT_FAILURE. */
-static int report_final(struct tracer *t)
+static int report_final(const struct settings *set, ptss_tracer *t, FILE *out)
 {
-	errno = 0;
-	report_print(t, t->out, true);
-	int err = errno;
-	bool failed = fflush(t->out) != 0 || ferror(t->out);
-	if (failed && errno)
+	struct ptss_trace_snapshot *s = ptss_tracer_snapshot(t);
+	int err = s ? 0 : errno;
+	bool failed = !s;
+	if (s) {
+		errno = 0;
+		report_print(set, s, out, true);
 		err = errno;
-	if (t->out != stderr) {
-		if (fclose(t->out) && !failed) {
-			failed = true;
+		failed = fflush(out) != 0 || ferror(out);
+		if (failed && errno)
 			err = errno;
-		}
-		t->out = NULL;
+		ptss_trace_snapshot_free(s);
+	}
+	if (out != stderr && fclose(out) && !failed) {
+		failed = true;
+		err = errno;
 	}
 	if (!failed)
 		return 0;
-	msg("cannot write the report to %s: %s", t->set->output ? t->set->output : "standard error",
-	    strerror(err ? err : EIO));
+	fprintf(stderr, "ptss: cannot write the report to %s: %s\n",
+		set->output ? set->output : "standard error", strerror(err ? err : EIO));
 	return PTSS_EXIT_FAILURE;
 }
 
-/* At the end of the run: a probe armed in no process is an error (said once). */
-static int probes_never_armed(struct tracer *t)
+/* --interval: a live table on stderr. */
+static void live_report(ptss_tracer *t, void *ctx)
 {
-	int rc = 0;
-	for (int i = 0; i < t->nspecs; i++) {
-		struct spec *sp = &t->specs[i];
-		if (sp->armed)
-			continue;
-		rc = PTSS_EXIT_PROBE;
-		if (sp->said)
-			continue; /* its error was said when it happened */
-		if (sp->parsed.module_is_path)
-			msg("probe %s was never armed: %s was never loaded", sp->arg, sp->parsed.module);
-		else if (sp->parsed.module)
-			msg("probe %s was never armed: no library named '%s' was loaded", sp->arg,
-			    sp->parsed.module);
-		else
-			msg("probe %s was never armed", sp->arg);
+	struct ptss_trace_snapshot *s = ptss_tracer_snapshot(t);
+	if (s)
+		report_print(ctx, s, stderr, false);
+	ptss_trace_snapshot_free(s);
+}
+
+static int exit_of(int err)
+{
+	switch (err) {
+	case 0: return PTSS_EXIT_OK;
+	case PTSS_TRACER_ESPEC: return PTSS_EXIT_USAGE;
+	case PTSS_TRACER_EPROBE: return PTSS_EXIT_PROBE;
+	case PTSS_TRACER_EATTACH: return PTSS_EXIT_ATTACH;
+	default: return PTSS_EXIT_FAILURE;
 	}
-	return rc;
 }
 
-/* Is PID traced by ptss (TracerPid in /proc/PID/status)? A zombie still is, until reaped. */
-static bool traced_by_us(pid_t pid)
+/* A wait status as ptss's own exit status. */
+static int status_exit(int status)
 {
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "re");
-	int tracer = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "TracerPid: %d", &tracer) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return tracer == getpid();
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* -p: did the attached process end while traced, rather than being detached? The loop may
- * have left its last status behind (it ends when no traced thread is left): collect it, and
- * the statuses of its threads that come first. Never waits for a process ptss let go. */
-static void reap_attached(struct tracer *t)
+/* The run, after the target was got hold of: ptss's own status, or the command's. */
+static int trace_run(const struct settings *set, ptss_tracer *t, FILE *out)
 {
-	for (int tries = 0; !t->attached_ended && tries < 1000;) {
-		int status;
-		pid_t pid = waitpid(-1, &status, __WALL | WNOHANG);
-		if (pid < 0)
-			break; /* nothing traced is left */
-		if (pid > 0) {
-			if (WIFSTOPPED(status)) {
-				ptrace(PTRACE_CONT, pid, 0, 0);
-			} else if (pid == t->set->pid) {
-				t->attached_ended = true;
-				t->attached_status = status;
-			}
-			continue;
+	char sig[32];
+	struct ptss_run_opts ro = PTSS_RUN_OPTS(.duration = set->duration, .interval = set->interval,
+					       .tick = live_report, .tick_ctx = (void *)set);
+	/* ptss's own status: 0, or its first failure; it wins over the command's. */
+	int own = exit_of(ptss_tracer_run(t, &ro));
+	int status = 0, ended = 0;
+	if (set->pid)
+		ended = ptss_tracer_wait(t, &status) == 1;
+	if (own == PTSS_EXIT_PROBE) { /* nothing to report of a trace that could not start */
+		if (out != stderr)
+			fclose(out);
+	} else {
+		int r = report_final(set, t, out);
+		if (!own)
+			own = r;
+		r = exit_of(ptss_tracer_check_armed(t));
+		if (!own)
+			own = r;
+	}
+	if (set->pid && ended) {
+		if (WIFSIGNALED(status)) {
+			fprintf(stderr, "ptss: process %d was killed by %s%s while traced\n", (int)set->pid,
+				signame(WTERMSIG(status), sig, sizeof(sig)), WCOREDUMP(status) ? " (core dumped)" : "");
+			if (!own)
+				own = PTSS_EXIT_KILLED;
+		} else {
+			info(set, "process %d exited with status %d while traced", (int)set->pid,
+			     WEXITSTATUS(status));
 		}
-		if (!traced_by_us(t->set->pid))
-			break; /* detached, or reaped */
-		struct timespec ms = { 0, 10 * 1000 * 1000 };
-		nanosleep(&ms, NULL);
-		tries++;
 	}
+	if (set->pid)
+		return own;
+	/* Our child: its status is ours, once it is done (also after a detach). */
+	ptss_tracer_wait(t, &status);
+	if (own != PTSS_EXIT_PROBE && WIFSIGNALED(status)) {
+		struct ptss_trace_snapshot *s = ptss_tracer_snapshot(t);
+		info(set, "%s (process %d) was killed by %s%s", set->command[0], s ? (int)s->pid : 0,
+		     signame(WTERMSIG(status), sig, sizeof(sig)), WCOREDUMP(status) ? " (core dumped)" : "");
+		ptss_trace_snapshot_free(s);
+	}
+	return own ? own : status_exit(status);
 }
 
 static int trace_main(int argc, char **argv)
@@ -121,137 +149,40 @@ static int trace_main(int argc, char **argv)
 	int rc = settings_parse(&set, argc, argv);
 	if (rc >= 0)
 		return rc;
-	struct tracer t = { .set = &set, .out = stderr };
-	if (set.output && !(t.out = fopen(set.output, "w"))) {
-		msg("cannot write %s: %s", set.output, strerror(errno));
+	FILE *out = stderr;
+	if (set.output && !(out = fopen(set.output, "w"))) {
+		fprintf(stderr, "ptss: cannot write %s: %s\n", set.output, strerror(errno));
 		return PTSS_EXIT_USAGE;
 	}
-	t.specs = calloc((size_t)set.nprobes, sizeof(*t.specs));
-	t.nspecs = set.nprobes;
-	for (int i = 0; i < set.nprobes; i++) {
-		char err[256];
-		t.specs[i].arg = set.probes[i];
-		if (probe_spec_parse(set.probes[i], &t.specs[i].parsed, err, sizeof(err))) {
-			msg("bad probe '%s': %s", set.probes[i], err);
-			rc = PTSS_EXIT_USAGE;
-			goto out;
-		}
-		/* The vDSO is the kernel's code, mapped from no file: refused before anything runs. */
-		if (probe_spec_is_vdso(&t.specs[i].parsed)) {
-			msg("probe %s: the vDSO cannot be probed (kernel-provided code, no file); "
-			    "probe the libc function that calls it, e.g. libc:%s", set.probes[i],
-			    t.specs[i].parsed.func);
-			rc = PTSS_EXIT_PROBE;
-			goto out;
-		}
-		/* A module named by path must be an ELF file now, whenever it gets mapped. */
-		struct sym_file *f;
-		if (t.specs[i].parsed.module_is_path &&
-		    sym_open(t.specs[i].parsed.module, SYM_HEADERS_ONLY, &f, err, sizeof(err)) < 0) {
-			msg("probe %s: %s", set.probes[i], err);
-			rc = PTSS_EXIT_PROBE;
-			goto out;
-		} else if (t.specs[i].parsed.module_is_path) {
-			sym_close(f);
-		}
-	}
-	if (set.pid) {
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/%d/comm", (int)set.pid);
-		FILE *f = fopen(path, "r");
-		static char comm[64];
-		if (f && fgets(comm, sizeof(comm), f))
-			comm[strcspn(comm, "\n")] = 0, t.command_name = comm;
-		if (f)
-			fclose(f);
-		rc = target_attach(&t, set.pid);
-	} else {
-		t.command_name = set.command[0];
-		rc = target_start(&t, set.command);
-		if (rc == 0 && !t.procs)
-			rc = PTSS_EXIT_ATTACH;
-		else if (rc > 0 && t.child_exited)
-			goto out; /* it never reached its exec: its status is ours */
-	}
-	if (rc == 0)
-		rc = loop_setup(&t);
-	if (rc) {
-		/* The started command never runs: killed while still stopped at its exec, before
-		 * any detach could let it go on. */
-		if (t.child && !t.child_exited)
-			kill(t.child, SIGKILL);
-		loop_detach_stopped(&t); /* whatever was seized goes back untouched */
-		if (t.child && !t.child_exited)
-			waitpid(t.child, NULL, 0);
+	struct ptss_tracer_opts o = PTSS_TRACER_OPTS(.entry_size = set.entry_size, .follow = set.follow,
+						     .no_scratch = set.no_scratch, .print = say,
+						     .print_ctx = &set);
+	ptss_tracer *t = ptss_tracer_new(&o);
+	if (!t) {
+		fprintf(stderr, "ptss: %s\n", strerror(errno));
+		rc = PTSS_EXIT_FAILURE;
 		goto out;
 	}
-	loop_resume_all(&t);
-	/* ptss's own status: 0, or its first failure; it wins over the command's. */
-	int own = loop_run(&t);
-	if (own < 0) { /* a request on a task that was just killed: its end is said below */
-		if (own != -ESRCH)
-			msg("tracing failed: %s", strerror(-own));
-		own = own == -ESRCH ? 0 : PTSS_EXIT_FAILURE;
+	for (int i = 0; i < set.nprobes; i++)
+		if ((rc = exit_of(ptss_tracer_add_probe(t, set.probes[i]))))
+			goto out;
+	int err = set.pid ? ptss_tracer_attach(t, set.pid) : ptss_tracer_start(t, set.command);
+	if (err == PTSS_TRACER_EEXITED) { /* it never reached its exec: its status is ours */
+		int status = 0;
+		ptss_tracer_wait(t, &status);
+		rc = status_exit(status);
+		if (!rc)
+			rc = PTSS_EXIT_ATTACH;
+		goto out;
 	}
-	if (t.child && own == PTSS_EXIT_PROBE && !t.child_exited)
-		kill(t.child, SIGKILL); /* stopped at its entry, before any code of its own */
-	if (set.pid)
-		reap_attached(&t);
-	if (own != PTSS_EXIT_PROBE) { /* nothing to report of a trace that could not start */
-		int r = report_final(&t);
-		if (!own)
-			own = r;
-		r = probes_never_armed(&t);
-		if (!own)
-			own = r;
-	}
-	if (set.pid && t.attached_ended) {
-		int st = t.attached_status;
-		if (WIFSIGNALED(st)) {
-			msg("process %d was killed by %s%s while traced", (int)set.pid, signame(WTERMSIG(st)),
-			    WCOREDUMP(st) ? " (core dumped)" : "");
-			if (!own)
-				own = PTSS_EXIT_KILLED;
-		} else {
-			info(&t, "process %d exited with status %d while traced", (int)set.pid, WEXITSTATUS(st));
-		}
-	}
-	rc = own;
-	if (t.child) {
-		/* Our child: its status is ours, once it is done (also after a detach). */
-		int status = t.child_status;
-		/* Reap with __WALL: a traced thread's exit must be collected before its leader's. */
-		while (!t.child_exited) {
-			pid_t pid = waitpid(-1, &status, __WALL);
-			if (pid < 0) {
-				status = 0;
-				break;
-			}
-			if (pid == t.child && (WIFEXITED(status) || WIFSIGNALED(status)))
-				t.child_exited = true;
-			else if (WIFSTOPPED(status))
-				ptrace(PTRACE_CONT, pid, 0, 0);
-		}
-		if (own != PTSS_EXIT_PROBE && WIFSIGNALED(status))
-			info(&t, "%s (process %d) was killed by %s%s", set.command[0], (int)t.child,
-			     signame(WTERMSIG(status)), WCOREDUMP(status) ? " (core dumped)" : "");
-		if (!own)
-			rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	}
+	if ((rc = exit_of(err)))
+		goto out;
+	rc = trace_run(&set, t, out);
+	out = NULL;
 out:
-	for (int i = 0; i < t.nspecs; i++)
-		probe_spec_free(&t.specs[i].parsed);
-	free(t.specs);
-	for (size_t i = 0; i < t.nrows; i++) {
-		free(t.rows[i]->probe);
-		free(t.rows[i]->module);
-		free(t.rows[i]->threads);
-		free(t.rows[i]);
-	}
-	free(t.rows);
-	free(t.threads);
-	if (t.out && t.out != stderr)
-		fclose(t.out);
+	ptss_tracer_free(t);
+	if (out && out != stderr)
+		fclose(out);
 	return rc;
 }
 

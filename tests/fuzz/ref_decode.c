@@ -1,6 +1,6 @@
 /*
  * ref_decode: see ref_decode.h. Everything here is written from the architecture manual's
- * point of view, not from relocate.c's: register ranges spelled out, conditions by name.
+ * point of view, not from the relocator's (src/probe/x86): register ranges spelled out, conditions by name.
  */
 #include "ref_decode.h"
 

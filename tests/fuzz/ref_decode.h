@@ -1,6 +1,6 @@
 /*
  * ref_decode: the relocator checks' own reading of x86-64 instructions (Zydis), kept apart
- * from relocate.c's so that a mistake there is not repeated here: registers by number,
+ * from the relocator's (src/probe/x86) so that a mistake there is not repeated here: registers by number,
  * effective addresses from a full register file, branch conditions by mnemonic.
  */
 #ifndef PTSS_FUZZ_REF_DECODE_H

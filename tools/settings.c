@@ -1,5 +1,5 @@
 /* The command line of `ptss trace`, into struct settings. */
-#include "tracer.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -62,6 +62,11 @@ static bool parse_seconds(const char *arg, double *out)
 	return true;
 }
 
+void settings_default(struct settings *s)
+{
+	*s = (struct settings){ .format = FORMAT_TABLE, .entry_size = PTSS_ENTRY_SIZE_DEFAULT };
+}
+
 int settings_parse(struct settings *s, int argc, char **argv)
 {
 	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE, OPT_NO_SCRATCH };
@@ -74,7 +79,7 @@ int settings_parse(struct settings *s, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	*s = (struct settings){ .format = FORMAT_TABLE, .entry_size = 64 };
+	settings_default(s);
 	int c, before = optind = 1;
 	opterr = 0;
 	/* "+": stop at the first non-option, so that the command's own options stay its own. */

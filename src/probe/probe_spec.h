@@ -12,8 +12,8 @@
 #ifndef PTSS_TRACE_PROBE_SPEC_H
 #define PTSS_TRACE_PROBE_SPEC_H
 
-#include "maps.h"
-#include "symbols.h"
+#include "elf/maps.h"
+#include "elf/symbols.h"
 
 #include <errno.h>
 #include <stdbool.h>

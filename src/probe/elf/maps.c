@@ -1,5 +1,5 @@
 /* maps: parse /proc/PID/maps and find each module's load bias.  See maps.h. */
-#include "err.h"
+#include "../err.h"
 #include "maps.h"
 
 #include "symbols.h"

@@ -14,7 +14,7 @@
  * pages), release 1 (munmap), fork clean-up 1 (munmap, whatever the page count).
  */
 #define _GNU_SOURCE
-#include "inject.h"
+#include "../inject.h"
 
 #include <fcntl.h>
 #include <signal.h>

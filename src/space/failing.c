@@ -3,7 +3,7 @@
  * n-th reserve or commit after being armed fail with a chosen error, before reaching the
  * inner space (so the failure leaves nothing behind, as a real failed mmap does).
  */
-#include "internal.h"
+#include "../internal.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
 /* symbols: function symbols of an x86-64 ELF file, read with libelf.  See symbols.h. */
-#include "err.h"
+#include "../err.h"
 #include "symbols.h"
 
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* A space: an ops table and its context, behind a handle the core can call through. */
-#include "internal.h"
+#include "../internal.h"
 
 #include <stdlib.h>
 #include <string.h>

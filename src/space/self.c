@@ -15,7 +15,7 @@
  * Needs Linux 5.1 (F_SEAL_FUTURE_WRITE); MFD_EXEC (6.3) is asked for where it exists.
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../internal.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

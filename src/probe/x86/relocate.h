@@ -27,7 +27,8 @@
  * or at detach).
  *
  * Errors: 0 or a negative errno. No output; refusals come back as a one-line reason.
- * Only relocate.c sees the decoder (Zydis).
+ * Two halves: plan.c (placement; the only file that sees the decoder, Zydis) and entry.c
+ * (hits and unwinding); what they agree on is in layout.h.
  */
 #ifndef PTSS_TRACE_RELOCATE_H
 #define PTSS_TRACE_RELOCATE_H
@@ -58,7 +59,7 @@ enum reloc_how {
 
 /*
  * One probe's instruction, decoded and classified; made once at placement, read-only
- * afterwards (hits on many threads may share it). The fields are relocate.c's own; the
+ * afterwards (hits on many threads may share it). The fields are the relocator's own; the
  * struct is complete so that a caller can embed one per probe.
  */
 struct reloc_plan {
@@ -130,7 +131,7 @@ struct reloc_hit {
 	uint64_t resume;    /* where the entry jumps when it is done */
 	uint8_t entry_len;  /* bytes written to the entry; 0: emulated, never runs there */
 	uint8_t head_len;   /* length of the first instruction in the entry */
-	uint8_t layout;     /* relocate.c's own */
+	uint8_t layout;     /* layout.h's enum layout */
 };
 
 /*

@@ -1,148 +1,24 @@
 /*
- * Probe sites in one process image: resolving PROBE arguments against the image's maps
- * and symbols, deciding how each displaced instruction runs (relocate.c), and writing and
- * restoring the int3 bytes.
+ * Placing probes in one process image: each probe argument not yet resolved in it is
+ * resolved against the image's maps and symbols and armed at every address it names;
+ * a probe whose module is not mapped yet waits for ld.so (the program's entry) or a
+ * dlopen (ld.so's _dl_debug_state), both watched through sites of ptss's own.
  */
 #define _GNU_SOURCE
-#include "tracer.h"
+#include "engine.h"
 
 #include <elf.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define INT3 0xcc
-
-struct site *site_find(struct process *p, uint64_t addr)
-{
-	size_t lo = 0, hi = p->nsites;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (p->sites[mid].addr < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < p->nsites && p->sites[lo].addr == addr ? &p->sites[lo] : NULL;
-}
-
-static struct site *site_insert(struct process *p, uint64_t addr)
-{
-	if (p->nsites == p->cap) {
-		p->cap = p->cap ? p->cap * 2 : 16;
-		p->sites = realloc(p->sites, p->cap * sizeof(*p->sites));
-		if (!p->sites)
-			abort();
-	}
-	size_t at = 0;
-	while (at < p->nsites && p->sites[at].addr < addr)
-		at++;
-	memmove(&p->sites[at + 1], &p->sites[at], (p->nsites - at) * sizeof(*p->sites));
-	p->nsites++;
-	memset(&p->sites[at], 0, sizeof(p->sites[at]));
-	p->sites[at].addr = addr;
-	return &p->sites[at];
-}
-
-void sites_remove(struct process *p, uint64_t addr)
-{
-	struct site *s = site_find(p, addr);
-	if (!s)
-		return;
-	mem_write(p, addr, &s->orig, 1);
-	size_t at = (size_t)(s - p->sites);
-	memmove(s, s + 1, (p->nsites - at - 1) * sizeof(*s));
-	p->nsites--;
-}
-
-void sites_disarm_all(struct process *p)
-{
-	for (size_t i = 0; i < p->nsites; i++)
-		mem_write(p, p->sites[i].addr, &p->sites[i].orig, 1);
-}
-
-void sites_clear(struct process *p)
-{
-	free(p->sites);
-	p->sites = NULL;
-	p->nsites = p->cap = 0;
-}
-
-int sites_copy(struct process *child, const struct process *parent)
-{
-	child->sites = malloc((parent->cap ? parent->cap : 1) * sizeof(*child->sites));
-	if (!child->sites)
-		return -ENOMEM;
-	if (parent->nsites)
-		memcpy(child->sites, parent->sites, parent->nsites * sizeof(*child->sites));
-	child->nsites = parent->nsites;
-	child->cap = parent->cap ? parent->cap : 1;
-	child->entry_site = parent->entry_site;
-	child->notice_site = parent->notice_site;
-	return 0;
-}
-
-/* Decodes the instruction at addr and writes int3 over it. */
-static int arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row, char *why, size_t len)
-{
-	if (site_find(p, addr))
-		return 0; /* two probes naming one address: one site */
-	uint8_t code[RELOC_INSN_MAX];
-	size_t n = sizeof(code);
-	while (n > 0 && mem_read(p, addr, code, n)) /* the instruction may end a mapping */
-		n--;
-	if (n == 0) {
-		snprintf(why, len, "cannot read the code at 0x%llx", (unsigned long long)addr);
-		return -EFAULT;
-	}
-	struct reloc_plan plan;
-	int err = reloc_plan_make(&plan, addr, code, n, why, len);
-	if (!err)
-		err = reloc_plan_fits(&plan, t->set->entry_size, why, len);
-	if (err)
-		return err;
-	uint8_t int3 = INT3;
-	if (mem_write(p, addr, &int3, 1)) {
-		snprintf(why, len, "cannot write the breakpoint at 0x%llx", (unsigned long long)addr);
-		return -EFAULT;
-	}
-	struct site *s = site_insert(p, addr);
-	s->orig = code[0];
-	s->plan = plan;
-	s->row = row;
-	s->internal = row == NULL;
-	return 0;
-}
-
-int sites_arm_internal(struct tracer *t, struct process *p, uint64_t addr)
+static int arm_internal(struct tracer *t, struct process *p, uint64_t addr)
 {
 	char why[256];
-	return arm(t, p, addr, NULL, why, sizeof(why));
-}
-
-static struct row *row_for(struct tracer *t, const char *module, const char *name, uint64_t addr)
-{
-	for (size_t i = 0; i < t->nrows; i++)
-		if (!strcmp(t->rows[i]->module, module) && !strcmp(strchr(t->rows[i]->probe, ':') + 1, name))
-			return t->rows[i];
-	struct row *r = calloc(1, sizeof(*r));
-	t->rows = realloc(t->rows, (t->nrows + 1) * sizeof(*t->rows));
-	if (!r || !t->rows)
-		abort();
-	char *copy = strdup(module);
-	if (asprintf(&r->probe, "%s:%s", basename(copy), name) < 0)
-		abort();
-	free(copy);
-	r->module = strdup(module);
-	r->addr = addr;
-	r->index = t->nrows;
-	t->rows[t->nrows++] = r;
-	return r;
+	return site_arm(t, p, addr, NULL, why, sizeof(why));
 }
 
 /* A value of /proc/PID/auxv: AT_ENTRY, where the program starts once ld.so is done;
@@ -192,7 +68,7 @@ static void probe_error(struct tracer *t, struct process *p, int i, const char *
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	msg("probe %s: %s", t->specs[i].arg, text);
+	say_error(t, "probe %s: %s", t->specs[i].arg, text);
 	t->specs[i].said = true;
 	p->resolved[i] = true;
 }
@@ -238,7 +114,7 @@ static void say_unloadable(struct tracer *t, struct process *p, int i, const str
 }
 
 /* Probe I waits for its module, which only a dlopen (or an exec) can still bring: said once
- * per run; at the end of the run a probe never armed is an error (ptss.c). */
+ * per run; at the end of the run a probe never armed is an error (api.c). */
 static void say_waiting(struct tracer *t, int i)
 {
 	struct spec *sp = &t->specs[i];
@@ -247,17 +123,17 @@ static void say_waiting(struct tracer *t, int i)
 	sp->warned = true;
 	char what[320];
 	module_words(&sp->parsed, what, sizeof(what), "no library named");
-	info(t, "probe %s: %s%s; armed if the program loads it with dlopen, an error at the end "
+	say_info(t, "probe %s: %s%s; armed if the program loads it with dlopen, an error at the end "
 	     "if it never does", sp->arg, what, sp->parsed.module_is_path ? " is not loaded" : " is loaded");
 }
 
-int sites_place(struct tracer *t, struct process *p, bool fatal)
+int place_probes(struct tracer *t, struct process *p, bool fatal)
 {
 	char err[512];
 	struct maps_snapshot *snap;
 	if (maps_read(p->pid, &snap, err, sizeof(err))) {
-		msg("cannot read the memory map of %d: %s", (int)p->pid, err);
-		return PTSS_EXIT_PROBE;
+		say_error(t, "cannot read the memory map of %d: %s", (int)p->pid, err);
+		return OUT_PROBE;
 	}
 	bool *waiting = calloc((size_t)t->nspecs + 1, sizeof(*waiting));
 	if (!waiting)
@@ -274,17 +150,17 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		} else if (e) {
 			probe_error(t, p, i, "%s", err);
 			if (fatal)
-				rc = PTSS_EXIT_PROBE;
+				rc = OUT_PROBE;
 		} else {
 			p->resolved[i] = true;
 			for (size_t k = 0; k < res.n && !rc; k++) {
 				struct probe_spec_target *tg = &res.targets[k];
-				struct row *row = row_for(t, tg->module, tg->name, tg->addr);
+				struct row *row = count_row(t, tg->module, tg->name, tg->addr);
 				char why[256];
-				if (arm(t, p, tg->addr, row, why, sizeof(why))) {
+				if (site_arm(t, p, tg->addr, row, why, sizeof(why))) {
 					probe_error(t, p, i, "%s", why);
 					if (!t->specs[i].parsed.glob)
-						rc = PTSS_EXIT_PROBE; /* a glob skips what it cannot place */
+						rc = OUT_PROBE; /* a glob skips what it cannot place */
 				} else {
 					t->specs[i].armed = true;
 				}
@@ -300,12 +176,12 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		bool linked = false;
 		for (size_t m = 0; m < snap->n_modules; m++)
 			linked |= !snap->modules[m].is_main && strstr(snap->modules[m].path, "/ld-linux");
-		if (entry && linked && !sites_arm_internal(t, p, entry))
+		if (entry && linked && !arm_internal(t, p, entry))
 			p->entry_site = entry;
 	}
 	if (!rc && deferred && !p->notice_site) {
 		uint64_t notice = dlopen_notice(snap);
-		if (notice && !site_find(p, notice) && !sites_arm_internal(t, p, notice))
+		if (notice && !site_find(p, notice) && !arm_internal(t, p, notice))
 			p->notice_site = notice;
 	}
 	/* What the probes still waiting for their module can expect. */
@@ -318,7 +194,7 @@ int sites_place(struct tracer *t, struct process *p, bool fatal)
 		}
 		say_unloadable(t, p, i, snap);
 		if (fatal)
-			rc = PTSS_EXIT_PROBE;
+			rc = OUT_PROBE;
 	}
 	free(waiting);
 	maps_free(snap);

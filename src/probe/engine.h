@@ -1,0 +1,269 @@
+/*
+ * The probe engine (libptss-probe): processes and threads under ptrace, probe sites, hits
+ * executed out of line in per-thread scratch entries, and the counts. Its public face is
+ * <ptss/probe.h> (api.c); this header is for the engine's own files, grouped by the file
+ * that defines each declaration, from the top of the call graph down:
+ *
+ *   api.c        the public API: options, probes, start/attach, run/step, snapshot
+ *   loop.c       the event loop: every stop of every traced task is dispatched here
+ *   detach.c     stopping everything, restoring every byte, letting go
+ *   attach.c     getting hold of a target (seize every thread, or start a command); setup
+ *   lifecycle.c  new threads and processes, execs, exits: the scratch core's lifecycle
+ *   hit.c        one probe hit: the relocated instruction run in the thread's entry
+ *   fallback.c   a hit without an entry: the process stopped, one single-step
+ *   unwind.c     a thread taken out of its entry (a signal, a detach); signal delivery
+ *   queue.c      the stop queue: stops deferred for the loop, first stops seen early
+ *   trap.c       "is this SIGTRAP one of ours?"
+ *   place.c      resolving probe arguments in an image into sites
+ *   process.c    the traced processes
+ *   threads.c    the traced threads (a table by tid) and their states
+ *   scratch.c    a process's scratch (a ptss_proc over a ptrace space), thread entries
+ *   sites.c      the probe sites of a process: int3 written and restored
+ *   counts.c     every count: hits per probe and thread, scratch figures; the snapshot
+ *   mem.c        the target's memory (/proc/PID/mem)
+ *   say.c        messages, through the caller's print callback
+ *   probe_spec.c, elf/ (symbols, maps), x86/ (the relocator), err.c: no tracer state
+ *
+ * A file calls only the files below it: a hit's data flows down (loop -> hit -> unwind ->
+ * counts -> mem -> relocator -> libptss). The tracer is single-threaded: only the thread
+ * that attached may issue ptrace requests. No file keeps mutable state of its own: all of
+ * it lives in struct tracer.
+ */
+#ifndef PTSS_PROBE_ENGINE_H
+#define PTSS_PROBE_ENGINE_H
+
+#include <ptss/probe.h>
+#include <ptss/ptrace.h>
+#include <ptss/ptss.h>
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include "probe_spec.h"
+#include "x86/relocate.h"
+
+/* Outcomes of the engine's steps, mapped to PTSS_TRACER_E* by api.c. */
+enum outcome {
+	OUT_OK = 0,
+	OUT_PROBE = 3,   /* a probe cannot be placed */
+	OUT_ATTACH = 4,  /* cannot attach or start */
+	OUT_FAILURE = 5, /* tracing machinery failed */
+};
+
+/* A thread's hits of one row. */
+struct thread_count { pid_t tid; uint64_t hits; };
+
+/* One reported probe ("MODULE:FUNC"), shared by every traced process. */
+struct row {
+	size_t index;          /* in tracer.rows */
+	char *probe;           /* "MODULE:FUNC" as reported */
+	char *module;          /* the module's path */
+	uint64_t addr;         /* runtime address in the first process it was armed in */
+	uint64_t hits;         /* == sum of every thread's count of it, live or folded */
+	struct thread_count *threads; /* folded counts of threads that are gone */
+	size_t nthreads, cap;
+};
+
+/* One probed address in one process. */
+struct site {
+	uint64_t addr;
+	uint8_t orig;          /* the byte under int3 */
+	bool internal;         /* a site of ptss's own (program entry, dlopen notice) */
+	struct reloc_plan plan;
+	struct row *row;       /* NULL when internal */
+};
+
+struct spec {              /* a probe argument */
+	char *arg;
+	struct probe_spec parsed;
+	bool armed, said, warned; /* placed somewhere; an error said; "waits for dlopen" said */
+};
+
+/* One traced address space. */
+struct process {
+	pid_t pid;
+	int mem;               /* /proc/PID/mem */
+	ptss_space *space;
+	ptss_proc *scratch;
+	struct site *sites;    /* sorted by addr */
+	size_t nsites, cap;
+	bool *resolved;        /* per spec: placed in this image */
+	uint64_t entry_site;   /* the internal site at the program's entry, or 0 */
+	uint64_t notice_site;  /* the internal site at ld.so's _dl_debug_state, or 0 */
+	bool started;          /* ptss started it: its exit status is the caller's */
+	bool before_entry;     /* a fresh image, its program entry not reached yet */
+	bool exec_seen;        /* an image after the first one */
+	bool refusal_said;     /* threads got no entry, and the user was told why */
+	int nthreads;
+	struct process *next;
+};
+
+/*
+ * Where a thread stands with the stops ptss itself causes (PTRACE_INTERRUPT), apart from
+ * the hit it may be in. `stop` is one of:
+ *
+ *   RUNNING      nothing of ours pending: may be interrupted
+ *   STOPPING     interrupted by ptss (stop_all, stop_others, attach), its stop not yet seen
+ *   HELD         stopped in that interrupt stop, held for another thread's fallback
+ *   HELD_QUEUED  held, but it stopped at an event first: that stop waits in the queue
+ *   QUEUED       stopped, its stop waiting in the queue for the loop: leave it alone
+ *
+ * and interrupt_due says that an interrupt stop of ours is still to come and must be
+ * swallowed (the loop or a fallback's single-step takes it and clears the flag).
+ *
+ * Legal transitions (who makes them):
+ *   RUNNING     -> STOPPING     stop_others, stop_all (also from QUEUED: its queued stop
+ *                               then comes first), attach's seize
+ *   STOPPING    -> RUNNING      stop_all / attach saw its stop
+ *   STOPPING    -> HELD         hold: the interrupt stop came
+ *   STOPPING    -> HELD_QUEUED  hold: an event came first, queued
+ *   STOPPING    -> RUNNING      hold: the thread is gone; interrupt_due set
+ *   HELD        -> RUNNING      resume_others: continued
+ *   HELD_QUEUED -> QUEUED       resume_others: interrupt_due set
+ *   QUEUED      -> RUNNING      queue_take: the loop handles its stop
+ */
+enum thread_stop { TS_RUNNING, TS_STOPPING, TS_HELD, TS_HELD_QUEUED, TS_QUEUED };
+
+struct thread_state {
+	enum thread_stop stop;
+	bool interrupt_due;
+};
+
+/* One traced task. */
+struct thread {
+	pid_t tid;
+	struct process *proc;
+	ptss_entry *entry;     /* NULL: no entry could be claimed; hits use the fallback */
+	uint64_t *counts;      /* hits per row index */
+	size_t ncounts;
+	bool in_entry;         /* its last hit ran in the entry: it may still be there */
+	struct reloc_plan plan;/* that hit's plan, and what the hit did */
+	struct reloc_hit hit;
+	struct row *hit_row;   /* that hit's row while in_entry: counted, to be taken back if
+	                          the hit is unwound before its instruction ran */
+	struct thread_state state;
+	int detach_sig;        /* a signal to hand over when detaching */
+};
+
+/* A stop taken from waitpid but handled later. */
+struct pending { pid_t tid; int status; };
+
+struct tracer {
+	struct ptss_tracer_opts opts; /* defaults filled in */
+	struct spec *specs;
+	int nspecs;
+	bool begun;            /* start or attach was called: no more probes */
+	struct row **rows;
+	size_t nrows;
+	struct process *procs;
+	struct thread **threads; /* open addressing by tid */
+	size_t tcap, tcount;
+	struct pending *deferred; /* stops deferred by the fallback, oldest first */
+	size_t ndeferred;
+	struct pending *early;  /* first stops of tasks whose parent's event is not seen yet */
+	size_t nearly;
+	pid_t pid;             /* attached: the process; 0 when ptss started a command */
+	pid_t child;           /* the command ptss started, or 0 */
+	int child_status;      /* its wait status, once it exited */
+	bool child_exited;
+	int attached_status;   /* attached: the process's wait status, if it ended while traced */
+	bool attached_ended;
+	uint64_t fallbacks;
+	uint64_t claim_failures;
+	uint64_t pages_hw, entries_hw, claimed_hw; /* scratch figures, over every process life */
+	char *command_name;
+};
+
+/* loop.c */
+int loop_run(struct tracer *t, const struct ptss_run_opts *o); /* enum outcome or -errno */
+int loop_step(struct tracer *t, int timeout_ms); /* 1 handled, 0 none, -ECHILD, OUT_PROBE, -errno */
+
+/* detach.c */
+void detach_all(struct tracer *t, bool stopped); /* stopped: every thread is in a stop */
+
+/* attach.c */
+int target_attach(struct tracer *t, pid_t pid); /* every thread seized and stopped */
+int target_start(struct tracer *t, char *const argv[]);
+int target_setup(struct tracer *t);     /* first image: enable, place probes */
+void target_resume_all(struct tracer *t);
+pid_t target_tracer(pid_t tid, char *state); /* /proc/TID/status: TracerPid, State */
+
+/* lifecycle.c */
+void lifecycle_new_task(struct tracer *t, struct thread *parent); /* clone, fork, vfork */
+void lifecycle_exec(struct tracer *t, pid_t pid);
+void lifecycle_thread_gone(struct tracer *t, struct thread *th);
+void lifecycle_let_child_go(struct tracer *t, struct process *p, pid_t tid);
+void lifecycle_ended(struct tracer *t, pid_t tid, int status); /* exit statuses kept */
+
+/* hit.c */
+int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s);
+
+/* fallback.c */
+int fallback_run(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s);
+
+/* unwind.c */
+/* Out of its entry, back into the original code: regs changed? keep: at detach */
+bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep);
+void signal_deliver(struct tracer *t, struct thread *th, int sig); /* unwinding it first */
+
+/* queue.c */
+void queue_defer(struct tracer *t, pid_t tid, int status);
+bool queue_take(struct tracer *t, pid_t *tid, int *status); /* the oldest deferred stop */
+void queue_early(struct tracer *t, pid_t tid, int status);
+bool queue_wait_first_stop(struct tracer *t, pid_t tid); /* false if it died first */
+void queue_free(struct tracer *t);
+
+/* trap.c: the site whose int3 stopped tid (regs filled), or NULL when the stop is no trap
+ * of ours; *int3 (may be NULL): an int3's trap at all, ours or not */
+struct site *trap_site(struct process *p, pid_t tid, struct user_regs_struct *regs, bool *int3);
+
+/* place.c */
+int place_probes(struct tracer *t, struct process *p, bool fatal); /* fatal: errors end the trace */
+
+/* process.c */
+struct process *process_new(struct tracer *t, pid_t pid);
+void process_free(struct tracer *t, struct process *p);
+int process_new_image(struct tracer *t, struct process *p); /* after an exec */
+
+/* threads.c */
+struct thread *thread_find(struct tracer *t, pid_t tid);
+struct thread *thread_add(struct tracer *t, struct process *p, pid_t tid);
+void thread_remove(struct tracer *t, struct thread *th);
+
+/* scratch.c */
+ptss_proc *scratch_new(struct tracer *t, ptss_space *space);
+void scratch_claim(struct tracer *t, struct thread *th);
+/* nthreads of p got no entry (claim or enable said err): counted, and said once per image */
+void scratch_refused(struct tracer *t, struct process *p, size_t nthreads, int err);
+void scratch_pages_left(struct tracer *t, pid_t pid, const char *refusal);
+
+/* sites.c */
+int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row, char *why, size_t len);
+struct site *site_find(struct process *p, uint64_t addr);
+void sites_disarm_all(struct process *p);
+int sites_copy(struct process *child, const struct process *parent);
+void sites_clear(struct process *p);
+void sites_remove(struct process *p, uint64_t addr); /* restores the byte */
+
+/* counts.c */
+struct row *count_row(struct tracer *t, const char *module, const char *name, uint64_t addr);
+void count_hit(struct tracer *t, struct thread *th, struct row *r, int64_t delta);
+void count_fold_thread(struct tracer *t, struct thread *th); /* a thread is gone */
+void count_scratch(struct tracer *t, const ptss_proc *scratch); /* fold its figures in */
+struct ptss_trace_snapshot *count_snapshot(const struct tracer *t);
+void counts_free(struct tracer *t);
+
+/* mem.c */
+int mem_open(pid_t pid); /* /proc/PID/mem, read-write: a descriptor or -1 */
+int mem_read(struct process *p, uint64_t addr, void *buf, size_t len);
+int mem_write(struct process *p, uint64_t addr, const void *buf, size_t len);
+
+/* say.c: one line each, through opts.print */
+__attribute__((format(printf, 2, 3))) void say_error(const struct tracer *t, const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) void say_info(const struct tracer *t, const char *fmt, ...);
+
+#endif

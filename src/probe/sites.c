@@ -1,0 +1,114 @@
+/*
+ * The probe sites of one process image, sorted by address: deciding how each displaced
+ * instruction runs (x86/plan.c), and writing and restoring the int3 bytes.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INT3 0xcc
+
+struct site *site_find(struct process *p, uint64_t addr)
+{
+	size_t lo = 0, hi = p->nsites;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (p->sites[mid].addr < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < p->nsites && p->sites[lo].addr == addr ? &p->sites[lo] : NULL;
+}
+
+static struct site *site_insert(struct process *p, uint64_t addr)
+{
+	if (p->nsites == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		p->sites = realloc(p->sites, p->cap * sizeof(*p->sites));
+		if (!p->sites)
+			abort();
+	}
+	size_t at = 0;
+	while (at < p->nsites && p->sites[at].addr < addr)
+		at++;
+	memmove(&p->sites[at + 1], &p->sites[at], (p->nsites - at) * sizeof(*p->sites));
+	p->nsites++;
+	memset(&p->sites[at], 0, sizeof(p->sites[at]));
+	p->sites[at].addr = addr;
+	return &p->sites[at];
+}
+
+void sites_remove(struct process *p, uint64_t addr)
+{
+	struct site *s = site_find(p, addr);
+	if (!s)
+		return;
+	mem_write(p, addr, &s->orig, 1);
+	size_t at = (size_t)(s - p->sites);
+	memmove(s, s + 1, (p->nsites - at - 1) * sizeof(*s));
+	p->nsites--;
+}
+
+void sites_disarm_all(struct process *p)
+{
+	for (size_t i = 0; i < p->nsites; i++)
+		mem_write(p, p->sites[i].addr, &p->sites[i].orig, 1);
+}
+
+void sites_clear(struct process *p)
+{
+	free(p->sites);
+	p->sites = NULL;
+	p->nsites = p->cap = 0;
+}
+
+int sites_copy(struct process *child, const struct process *parent)
+{
+	child->sites = malloc((parent->cap ? parent->cap : 1) * sizeof(*child->sites));
+	if (!child->sites)
+		return -ENOMEM;
+	if (parent->nsites)
+		memcpy(child->sites, parent->sites, parent->nsites * sizeof(*child->sites));
+	child->nsites = parent->nsites;
+	child->cap = parent->cap ? parent->cap : 1;
+	child->entry_site = parent->entry_site;
+	child->notice_site = parent->notice_site;
+	return 0;
+}
+
+/* Decodes the instruction at addr and writes int3 over it; row NULL: a site of ptss's own. */
+int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row, char *why, size_t len)
+{
+	if (site_find(p, addr))
+		return 0; /* two probes naming one address: one site */
+	uint8_t code[RELOC_INSN_MAX];
+	size_t n = sizeof(code);
+	while (n > 0 && mem_read(p, addr, code, n)) /* the instruction may end a mapping */
+		n--;
+	if (n == 0) {
+		snprintf(why, len, "cannot read the code at 0x%llx", (unsigned long long)addr);
+		return -EFAULT;
+	}
+	struct reloc_plan plan;
+	int err = reloc_plan_make(&plan, addr, code, n, why, len);
+	if (!err)
+		err = reloc_plan_fits(&plan, t->opts.entry_size, why, len);
+	if (err)
+		return err;
+	uint8_t int3 = INT3;
+	if (mem_write(p, addr, &int3, 1)) {
+		snprintf(why, len, "cannot write the breakpoint at 0x%llx", (unsigned long long)addr);
+		return -EFAULT;
+	}
+	struct site *s = site_insert(p, addr);
+	s->orig = code[0];
+	s->plan = plan;
+	s->row = row;
+	s->internal = row == NULL;
+	return 0;
+}
