@@ -61,6 +61,13 @@ static void stop_all(struct tracer *t)
 		if (!queue_take(t, &tid, &status) && (tid = waitpid(-1, &status, __WALL)) < 0)
 			break;
 		struct thread *th = thread_find(t, tid);
+		if (!th && WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP) {
+			/* A new task, before its parent's clone or fork event: kept stopped for that
+			 * event, which comes before the parent's own stop. Continued, it would run
+			 * on untraced by ptss and never give the first stop the event waits for. */
+			queue_early(t, tid, status);
+			continue;
+		}
 		if (!th || WIFEXITED(status) || WIFSIGNALED(status) || (status >> 16) == PTRACE_EVENT_EXIT) {
 			if (th)
 				lifecycle_thread_gone(t, th);
