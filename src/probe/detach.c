@@ -144,4 +144,5 @@ void detach_all(struct tracer *t, bool stopped)
 		}
 		process_free(t, p);
 	}
+	queue_detach_early(t);
 }

@@ -214,6 +214,8 @@ void signal_deliver(struct tracer *t, struct thread *th, int sig); /* unwinding 
 void queue_defer(struct tracer *t, pid_t tid, int status);
 bool queue_take(struct tracer *t, pid_t *tid, int *status); /* the oldest deferred stop */
 void queue_early(struct tracer *t, pid_t tid, int status);
+/* New tasks whose parent's event never came (stopped at birth, nothing of ours in them): detached. */
+void queue_detach_early(struct tracer *t);
 bool queue_wait_first_stop(struct tracer *t, pid_t tid); /* false if it died first */
 void queue_free(struct tracer *t);
 

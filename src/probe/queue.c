@@ -67,6 +67,12 @@ bool queue_wait_first_stop(struct tracer *t, pid_t tid)
 	}
 }
 
+void queue_detach_early(struct tracer *t)
+{
+	while (t->nearly)
+		ptrace(PTRACE_DETACH, t->early[--t->nearly].tid, 0, 0);
+}
+
 void queue_free(struct tracer *t)
 {
 	free(t->deferred);
