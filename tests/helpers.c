@@ -113,3 +113,21 @@ bool test_maps_ptss_any_wx(void)
 	maps_each(wx_visit, &any);
 	return any;
 }
+
+int test_fixture_setup(void **state)
+{
+	static struct test_fixture f;
+	struct ptss_opts o = test_opts(64, 16);
+	f.space = ptss_space_self_new();
+	f.p = ptss_proc_new(f.space, &o);
+	*state = &f;
+	return f.space && f.p ? 0 : -1;
+}
+
+int test_fixture_teardown(void **state)
+{
+	struct test_fixture *f = *state;
+	ptss_proc_free(f->p);
+	ptss_space_free(f->space);
+	return 0;
+}

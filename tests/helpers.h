@@ -12,6 +12,15 @@
 /* Options with `per_page` entries per system page and room for `max_pages` pages. */
 struct ptss_opts test_opts(unsigned per_page, unsigned max_pages);
 
+/* A process life over the self space, 64 entries per page and room for 16 pages: cmocka
+ * setup and teardown, the fixture in *state. */
+struct test_fixture {
+	ptss_space *space;
+	ptss_proc *p;
+};
+int test_fixture_setup(void **state);
+int test_fixture_teardown(void **state);
+
 /* Writes `mov $value, %eax; ret` into e and calls it through its executable address. */
 int test_run_entry(ptss_proc *p, ptss_entry *e, int value);
 

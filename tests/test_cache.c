@@ -15,32 +15,10 @@
 #include <sys/mman.h>
 #include <cmocka.h>
 
-struct fixture {
-	ptss_space *space;
-	ptss_proc *p;
-};
-
-static int setup(void **state)
-{
-	static struct fixture f;
-	struct ptss_opts o = test_opts(64, 16);
-	f.space = ptss_space_self_new();
-	f.p = ptss_proc_new(f.space, &o);
-	*state = &f;
-	return f.space && f.p ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	ptss_proc_free(f->p);
-	ptss_space_free(f->space);
-	return 0;
-}
 
 static void test_a_pair_through_a_cache_touches_no_shared_word(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *c = ptss_cache_new(f->p);
 	assert_non_null(c);
 	ptss_entry *e = ptss_cache_claim(c); /* empty cache: the shared path, which grows */
@@ -73,7 +51,7 @@ static void test_a_pair_through_a_cache_touches_no_shared_word(void **state)
 
 static void test_cache_release_refuses_what_is_not_claimed(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *c = ptss_cache_new(f->p);
 	ptss_entry *a = ptss_claim(f->p), *b = ptss_claim(f->p);
 	assert_int_equal(ptss_cache_release(c, a), 0);
@@ -90,7 +68,7 @@ static void test_cache_release_refuses_what_is_not_claimed(void **state)
 
 static void test_a_full_cache_spills_half_with_one_push(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *c = ptss_cache_new(f->p);
 	enum { N = PTSS_CACHE_CAP + 1 };
 	ptss_entry *e[N];
@@ -124,7 +102,7 @@ static void test_a_full_cache_spills_half_with_one_push(void **state)
 
 static void test_entries_move_between_paths_and_caches(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *a = ptss_cache_new(f->p), *b = ptss_cache_new(f->p);
 	assert_ptr_not_equal(a, b);
 	ptss_entry *x = ptss_cache_claim(a), *y = ptss_claim(f->p), *z = ptss_cache_claim(b);
@@ -153,7 +131,7 @@ static void test_entries_move_between_paths_and_caches(void **state)
 
 static void test_a_freed_cache_is_reused(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *a = ptss_cache_new(f->p);
 	ptss_cache_release(a, ptss_claim(f->p));
 	ptss_cache_free(a); /* its entry goes back to the list */
@@ -202,7 +180,7 @@ static void test_exec_exit_empties_every_cache(void **state)
 /* ptss_proc_is_valid catches an entry in two places, or lost. */
 static void test_is_valid_sees_the_caches(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_cache *c = ptss_cache_new(f->p);
 	ptss_entry *e = ptss_claim(f->p), *g = ptss_claim(f->p);
 	ptss_release(f->p, g);
@@ -230,16 +208,16 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_a_pair_through_a_cache_touches_no_shared_word,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cache_release_refuses_what_is_not_claimed, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_a_full_cache_spills_half_with_one_push, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_entries_move_between_paths_and_caches, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_a_freed_cache_is_reused, setup, teardown),
+						test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_cache_release_refuses_what_is_not_claimed, test_fixture_setup,
+						test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_a_full_cache_spills_half_with_one_push, test_fixture_setup,
+						test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_entries_move_between_paths_and_caches, test_fixture_setup,
+						test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_a_freed_cache_is_reused, test_fixture_setup, test_fixture_teardown),
 		cmocka_unit_test(test_exec_exit_empties_every_cache),
-		cmocka_unit_test_setup_teardown(test_is_valid_sees_the_caches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_is_valid_sees_the_caches, test_fixture_setup, test_fixture_teardown),
 	};
 	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
 }

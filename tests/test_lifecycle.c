@@ -17,32 +17,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-struct fixture {
-	ptss_space *space;
-	ptss_proc *p;
-};
-
-static int setup(void **state)
-{
-	static struct fixture f;
-	struct ptss_opts o = test_opts(64, 16);
-	f.space = ptss_space_self_new();
-	f.p = ptss_proc_new(f.space, &o);
-	*state = &f;
-	return f.space && f.p ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-	ptss_proc_free(f->p);
-	ptss_space_free(f->space);
-	return 0;
-}
 
 static void test_claim_maps_lazily_then_one_page(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	struct ptss_stats st;
 	ptss_stats_get(f->p, &st);
 	assert_int_equal(st.pages, 0); /* nothing in the target before the first claim */
@@ -62,7 +40,7 @@ static void test_claim_maps_lazily_then_one_page(void **state)
 
 static void test_entries_are_distinct_and_derived(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_entry *e[130];
 	for (int i = 0; i < 130; i++) {
 		e[i] = ptss_claim(f->p);
@@ -91,7 +69,7 @@ static void test_entries_are_distinct_and_derived(void **state)
 
 static void test_entry_executes_and_nothing_is_wx(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_entry *a = ptss_claim(f->p), *b = ptss_claim(f->p);
 	assert_int_equal(test_run_entry(f->p, a, 42), 42);
 	assert_int_equal(test_run_entry(f->p, b, 7), 7);
@@ -107,7 +85,7 @@ static void test_entry_executes_and_nothing_is_wx(void **state)
 
 static void test_claim_locked_under_the_lock(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_lock(f->p);
 	ptss_entry *e = ptss_claim_locked(f->p); /* grows: must not take the lock again */
 	ptss_entry *g = ptss_claim_locked(f->p);
@@ -122,7 +100,7 @@ static void test_claim_locked_under_the_lock(void **state)
 
 static void test_double_release_is_refused(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_entry *e = ptss_claim(f->p);
 	assert_int_equal(ptss_release(f->p, e), 0);
 	assert_int_equal(ptss_release(f->p, e), -EINVAL);
@@ -232,7 +210,7 @@ static int child_after_fork(ptss_proc *p, uint64_t addr, uintptr_t view)
 
 static void test_fork_removes_pages_in_child_only(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_entry *e[200];
 	for (int i = 0; i < 200; i++)
 		e[i] = ptss_claim(f->p);
@@ -278,7 +256,7 @@ static void *hold_the_lock(void *arg)
 
 static void test_defect6_fork_while_another_thread_holds_the_lock(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_entry *e = ptss_claim(f->p);
 	assert_non_null(e);
 	uint64_t addr = ptss_entry_addr(f->p, e);
@@ -355,7 +333,7 @@ static int child_tries_to_write(uint64_t addr, size_t page)
  */
 static void test_defect6_no_writable_handle_to_the_scratch(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	ptss_entry *e = ptss_claim(f->p);
 	assert_non_null(e);
@@ -382,7 +360,7 @@ static void test_defect6_no_writable_handle_to_the_scratch(void **state)
 
 static void test_fork_before_any_page_is_a_no_op(void **state)
 {
-	struct fixture *f = *state;
+	struct test_fixture *f = *state;
 	ptss_space *other = ptss_space_self_new();
 	assert_int_equal(ptss_fork(f->p, other), 0);
 	ptss_space_free(other);
@@ -495,20 +473,20 @@ static void test_failures_reach_the_print_callback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_claim_maps_lazily_then_one_page, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_entries_are_distinct_and_derived, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_entry_executes_and_nothing_is_wx, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_claim_locked_under_the_lock, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_double_release_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_maps_lazily_then_one_page, test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_entries_are_distinct_and_derived, test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_entry_executes_and_nothing_is_wx, test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_claim_locked_under_the_lock, test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_double_release_is_refused, test_fixture_setup, test_fixture_teardown),
 		cmocka_unit_test(test_enable_all_or_nothing),
 		cmocka_unit_test(test_exec_exit_then_late_release_ignored),
 		cmocka_unit_test(test_proc_free_unmaps_everything),
-		cmocka_unit_test_setup_teardown(test_fork_removes_pages_in_child_only, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fork_before_any_page_is_a_no_op, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fork_removes_pages_in_child_only, test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_fork_before_any_page_is_a_no_op, test_fixture_setup, test_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_defect6_fork_while_another_thread_holds_the_lock,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_defect6_no_writable_handle_to_the_scratch, setup,
-						teardown),
+						test_fixture_setup, test_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_defect6_no_writable_handle_to_the_scratch, test_fixture_setup,
+						test_fixture_teardown),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_reservation_full_is_enospc),
 		cmocka_unit_test(test_failures_reach_the_print_callback),
