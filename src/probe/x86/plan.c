@@ -404,11 +404,15 @@ int reloc_plan_make(struct reloc_plan *plan, uint64_t addr, const uint8_t *code,
 	case ZYDIS_MNEMONIC_INTO:
 		return refuse(why, why_len, text, addr, "cannot run out of line");
 	case ZYDIS_MNEMONIC_NOP:
-		/* Only 90 and 0f 1f are nops on every CPU: 0f 0d with a register operand, say,
-		 * raises #UD on some. The others are copied, to do in the entry what they do. */
+		/* 90, 0f 1f and the memory forms of the hint nops are nops on every CPU; a
+		 * register form may not be (0f 0d with a register operand raises #UD on some):
+		 * it is copied verbatim, to do in the entry what it does. */
 		if (!(in->opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && in->opcode == 0x90) &&
-		    !(in->opcode_map == ZYDIS_OPCODE_MAP_0F && in->opcode == 0x1f))
-			break;
+		    !(in->opcode_map == ZYDIS_OPCODE_MAP_0F && in->opcode == 0x1f) &&
+		    in->raw.modrm.mod == 3) {
+			plan->how = RELOC_COPY;
+			return 0;
+		}
 		/* fall through */
 	case ZYDIS_MNEMONIC_ENDBR64:
 	case ZYDIS_MNEMONIC_ENDBR32:
