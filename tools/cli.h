@@ -35,6 +35,8 @@ struct settings {
 	bool quiet;            /* -q: no informational messages; default false */
 	size_t entry_size;     /* --entry-size; default 64 */
 	bool no_scratch;       /* --no-scratch: every hit takes the fallback (for comparison) */
+	bool no_optimize;      /* --no-optimize: trap probes only */
+	bool verbose;          /* -v: why a probe is a trap probe */
 };
 
 /* settings.c */

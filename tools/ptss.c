@@ -1,6 +1,7 @@
 /*
  * ptss: the command line. `ptss trace` counts function entries in a process, exactly,
- * with int3 probes whose displaced instructions run in per-thread scratch entries.
+ * with jump probes (counted inside the target) or int3 probes whose displaced
+ * instructions run in per-thread scratch entries.
  * A client of libptss-probe (<ptss/probe.h>): arguments in, report and messages out.
  */
 #define _GNU_SOURCE
@@ -155,7 +156,8 @@ static int trace_main(int argc, char **argv)
 		return PTSS_EXIT_USAGE;
 	}
 	struct ptss_tracer_opts o = PTSS_TRACER_OPTS(.entry_size = set.entry_size, .follow = set.follow,
-						     .no_scratch = set.no_scratch, .print = say,
+						     .no_scratch = set.no_scratch,
+						     .no_optimize = set.no_optimize, .print = say,
 						     .print_ctx = &set);
 	ptss_tracer *t = ptss_tracer_new(&o);
 	if (!t) {

@@ -2,6 +2,10 @@
  * docs/trace.md). It reads the snapshot and nothing else. */
 #include "cli.h"
 
+static const char *const mode_names[] = {
+	[PTSS_PROBE_TRAP] = "trap", [PTSS_PROBE_JUMP] = "jump", [PTSS_PROBE_FALLBACK] = "fallback",
+};
+
 static void json_string(FILE *f, const char *s)
 {
 	fputc('"', f);
@@ -28,8 +32,16 @@ static void print_json(const struct ptss_trace_snapshot *s, FILE *f)
 		json_string(f, r->probe);
 		fputs(", \"module\": ", f);
 		json_string(f, r->module);
-		fprintf(f, ", \"address\": \"0x%llx\", \"hits\": %llu, \"threads\": {",
-			(unsigned long long)r->addr, (unsigned long long)r->hits);
+		fprintf(f, ", \"address\": \"0x%llx\", \"mode\": \"%s\", \"hits\": %llu, "
+			"\"jump_hits\": %llu, \"trap_hits\": %llu, ",
+			(unsigned long long)r->addr, mode_names[r->mode], (unsigned long long)r->hits,
+			(unsigned long long)r->jump_hits, (unsigned long long)(r->hits - r->jump_hits));
+		if (r->trap_why) {
+			fputs("\"trap_reason\": ", f);
+			json_string(f, r->trap_why);
+			fputs(", ", f);
+		}
+		fputs("\"threads\": {", f);
 		for (size_t k = 0; k < r->nthreads; k++)
 			fprintf(f, "%s\"%d\": %llu", k ? ", " : "", (int)r->threads[k].tid,
 				(unsigned long long)r->threads[k].hits);
@@ -42,14 +54,16 @@ static void print_json(const struct ptss_trace_snapshot *s, FILE *f)
 		(unsigned long long)s->fallbacks);
 }
 
-static void print_table(const struct ptss_trace_snapshot *s, FILE *f, bool final)
+static void print_table(const struct ptss_trace_snapshot *s, FILE *f, bool final, bool verbose)
 {
-	fprintf(f, "%s%-32s %12s %8s  %-18s %s\n", final ? "" : "-- live --\n", "PROBE", "HITS",
-		"THREADS", "ADDRESS", "MODULE");
+	fprintf(f, "%s%-32s %12s %8s %-8s  %-18s %s\n", final ? "" : "-- live --\n", "PROBE", "HITS",
+		"THREADS", "MODE", "ADDRESS", "MODULE");
 	for (size_t i = 0; i < s->nprobes; i++) {
 		const struct ptss_trace_probe *r = &s->probes[i];
-		fprintf(f, "%-32s %12llu %8zu  0x%-16llx %s\n", r->probe, (unsigned long long)r->hits,
-			r->nthreads, (unsigned long long)r->addr, r->module);
+		fprintf(f, "%-32s %12llu %8zu %-8s  0x%-16llx %s\n", r->probe, (unsigned long long)r->hits,
+			r->nthreads, mode_names[r->mode], (unsigned long long)r->addr, r->module);
+		if (verbose && r->trap_why && r->mode != PTSS_PROBE_JUMP)
+			fprintf(f, "  trap: %s\n", r->trap_why);
 	}
 	if (final)
 		fprintf(f, "scratch: %llu pages, %llu entries, %llu claimed at most, %llu claim failures; "
@@ -64,6 +78,6 @@ void report_print(const struct settings *set, const struct ptss_trace_snapshot *
 	if (final && set->format == FORMAT_JSON)
 		print_json(s, f);
 	else
-		print_table(s, f, final);
+		print_table(s, f, final, set->verbose);
 	fflush(f);
 }

@@ -12,9 +12,10 @@ static const char usage_text[] =
 	"usage: ptss trace [options] PROBE... [-- COMMAND [ARG...]]\n"
 	"       ptss trace [options] -p PID PROBE...\n"
 	"\n"
-	"Counts how often each thread enters the given functions, exactly, without ever\n"
-	"removing a breakpoint: each hit runs its displaced instruction out of line in the\n"
-	"thread's own scratch entry inside the traced process.\n"
+	"Counts how often each thread enters the given functions, exactly. Where a function\n"
+	"allows it, a jump into a trampoline inside the traced process counts each call with\n"
+	"no stop (a jump probe); elsewhere a breakpoint stops the thread, and its displaced\n"
+	"instruction runs out of line in the thread's own scratch entry (a trap probe).\n"
 	"\n"
 	"PROBE is FUNC (in the main executable) or MODULE:FUNC; MODULE is a path or a\n"
 	"library's short name as mapped (libc, liblzma); FUNC may be a glob (lzma_crc*).\n"
@@ -26,8 +27,10 @@ static const char usage_text[] =
 	"  --interval SECONDS  print a live summary to stderr every SECONDS\n"
 	"  --duration SECONDS  detach after SECONDS\n"
 	"  --entry-size BYTES  scratch entry size, a power of two >= 16 (default 64)\n"
+	"  --no-optimize       trap probes only: every hit stops the thread (to compare)\n"
 	"  --no-scratch        map no scratch: every hit stops the process and single-steps\n"
 	"                      (slow; to compare, or where nothing may be mapped)\n"
+	"  -v, --verbose       say why a probe is a trap probe, in the table\n"
 	"  -q                  no informational messages\n"
 	"  -h, --help          this help\n"
 	"\n"
@@ -69,13 +72,16 @@ void settings_default(struct settings *s)
 
 int settings_parse(struct settings *s, int argc, char **argv)
 {
-	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE, OPT_NO_SCRATCH };
+	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE, OPT_NO_SCRATCH,
+	       OPT_NO_OPTIMIZE };
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "interval", required_argument, NULL, OPT_INTERVAL },
 		{ "duration", required_argument, NULL, OPT_DURATION },
 		{ "entry-size", required_argument, NULL, OPT_ENTRY_SIZE },
 		{ "no-scratch", no_argument, NULL, OPT_NO_SCRATCH },
+		{ "no-optimize", no_argument, NULL, OPT_NO_OPTIMIZE },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -83,7 +89,7 @@ int settings_parse(struct settings *s, int argc, char **argv)
 	int c, before = optind = 1;
 	opterr = 0;
 	/* "+": stop at the first non-option, so that the command's own options stay its own. */
-	while ((c = getopt_long(argc, argv, "+p:fo:qh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+p:fo:qvh", longopts, NULL)) != -1) {
 		before = optind;
 		char *end;
 		long v;
@@ -98,6 +104,7 @@ int settings_parse(struct settings *s, int argc, char **argv)
 		case 'f': s->follow = true; break;
 		case 'o': s->output = optarg; break;
 		case 'q': s->quiet = true; break;
+		case 'v': s->verbose = true; break;
 		case 'h': fputs(usage_text, stdout); return PTSS_EXIT_OK;
 		case OPT_FORMAT:
 			if (!strcmp(optarg, "table"))
@@ -123,6 +130,7 @@ int settings_parse(struct settings *s, int argc, char **argv)
 			s->entry_size = (size_t)v;
 			break;
 		case OPT_NO_SCRATCH: s->no_scratch = true; break;
+		case OPT_NO_OPTIMIZE: s->no_optimize = true; break;
 		case '?':
 		default:
 			if (optopt && optopt < 256)

@@ -1,7 +1,10 @@
 /*
- * ptss probe — counting function entries in another process, exactly, with int3 probes
- * whose displaced instructions run out of line in per-thread scratch entries (libptss).
- * The engine of `ptss trace`, as a library (libptss-probe, pkg-config ptss-probe).
+ * ptss probe — counting function entries in another process, exactly. Where a site allows
+ * it, a 5-byte jmp sends each call through a trampoline in the target that counts it in
+ * shared memory, per thread, with no stop ("jump" probes); elsewhere an int3 stops the
+ * thread and its displaced instruction runs out of line in its own scratch entry
+ * (libptss: "trap" probes). The engine of `ptss trace`, as a library (libptss-probe,
+ * pkg-config ptss-probe).
  *
  *   ptss_tracer_new        a tracer with its options; nothing traced yet
  *   ptss_tracer_add_probe  a probe: "FUNC" or "MODULE:FUNC" (see ptss(1), PROBE)
@@ -69,6 +72,8 @@ struct ptss_tracer_opts {
 	                                single-steps; default false */
 	ptss_tracer_print_fn *print; /* messages; default NULL: dropped */
 	void *print_ctx;             /* passed to print */
+	bool no_optimize;            /* never patch a site with a jmp: every probe is an int3;
+	                                default false: jump probes wherever a site allows */
 };
 #define PTSS_TRACER_OPTS(...) \
 	((struct ptss_tracer_opts){ .sz = sizeof(struct ptss_tracer_opts), __VA_ARGS__ })
@@ -143,6 +148,13 @@ PTSS_API int ptss_tracer_check_armed(ptss_tracer *t);
 /* One probe's counts. */
 struct ptss_trace_thread { pid_t tid; uint64_t hits; };
 
+/* How a probe's hits are taken. */
+enum ptss_probe_mode {
+	PTSS_PROBE_TRAP,     /* int3; the thread runs the instruction in its scratch entry */
+	PTSS_PROBE_JUMP,     /* jmp to a trampoline that counts in the target (some process) */
+	PTSS_PROBE_FALLBACK, /* int3, no scratch: the process stopped, one single-step */
+};
+
 struct ptss_trace_probe {
 	const char *probe;           /* "MODULE:FUNC", MODULE the file's basename */
 	const char *module;          /* the module's path */
@@ -150,6 +162,9 @@ struct ptss_trace_probe {
 	uint64_t hits;               /* == the sum of threads[].hits */
 	size_t nthreads;             /* threads that hit it, live or gone, by tid */
 	const struct ptss_trace_thread *threads;
+	enum ptss_probe_mode mode;
+	uint64_t jump_hits;          /* of hits, those counted by the trampoline (no stop) */
+	const char *trap_why;        /* why a site of it is no jump probe, or NULL */
 };
 
 /* The counts at one moment. Strings belong to the tracer (valid until ptss_tracer_free). */

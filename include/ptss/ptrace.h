@@ -57,6 +57,27 @@ PTSS_API void ptss_space_ptrace_reset(ptss_space *s);
  */
 PTSS_API const char *ptss_space_ptrace_refusal(const ptss_space *s);
 
+/*
+ * Where the space's next reservation goes: inside [lo, hi) of the target (a gap of its
+ * memory map, the one nearest the middle of the range; MAP_FIXED_NOREPLACE), so that code
+ * there can reach code near it with 32-bit displacements. The reserve then fails with
+ * -ENOMEM when no gap is large enough. lo == hi == 0: anywhere (the default).
+ */
+PTSS_API void ptss_space_ptrace_near(ptss_space *s, uint64_t lo, uint64_t hi);
+
+/*
+ * Shared data, apart from the reservation: `size` bytes of a new memfd mapped read+write
+ * (never executable) both in the target, at *addr, and in the tracer, at *view — what the
+ * target writes there the tracer reads at once, without stopping it. 4 injections, each
+ * checked as the space's own; a fork child shares the mapping (unmap it there with
+ * ptss_space_ptrace_unmap_data on the child's space). 0 or -errno.
+ */
+PTSS_API int ptss_space_ptrace_map_data(ptss_space *s, size_t size, uint64_t *addr, void **view);
+
+/* Unmaps [addr, addr + size) in the target (1 injection); the tracer's view, if not NULL,
+ * is unmapped here too. 0 or -errno (the view is unmapped whatever the target said). */
+PTSS_API int ptss_space_ptrace_unmap_data(ptss_space *s, uint64_t addr, size_t size, void *view);
+
 /* Injections made so far by this space: the cost model of growth and fork clean-up. */
 PTSS_API unsigned long ptss_space_ptrace_injections(const ptss_space *s);
 

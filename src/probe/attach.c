@@ -259,7 +259,8 @@ int target_start(struct tracer *t, char *const argv[])
 	return 0;
 }
 
-/* The first image: every thread stopped, entries for all (enable), probes placed. */
+/* The first image: every thread stopped, entries for all (enable), probes placed and
+ * optimized. */
 int target_setup(struct tracer *t)
 {
 	struct process *p = t->procs;
@@ -279,10 +280,13 @@ int target_setup(struct tracer *t)
 		scratch_refused(t, p, n, err);
 	for (size_t i = 0; i < n && !err; i++)
 		ths[i]->entry = entries[i];
-	free(ths);
 	free(entries);
 	count_scratch(t, p->scratch);
-	return place_probes(t, p, true);
+	int rc = place_probes(t, p, true);
+	if (!rc)
+		jumps_optimize(t, p, ths[0], true);
+	free(ths);
+	return rc;
 }
 
 /* Resumes every thread after setup. */

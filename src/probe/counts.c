@@ -4,6 +4,9 @@
  * process life; and the snapshot that reports read.
  *
  *   row.hits == sum over live threads of counts[row.index] + sum of row.threads[].hits
+ *
+ * Jump probes count in the target (jumps.c): a live thread's hits are its counts plus
+ * what its row of counters in the data area holds, folded in when it goes.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -49,8 +52,40 @@ void count_hit(struct tracer *t, struct thread *th, struct row *r, int64_t delta
 	r->hits += (uint64_t)delta;
 }
 
+/* The counts th's trampolines made (jumps.c), moved into th's own. */
+void count_fold_jumps(struct tracer *t, struct thread *th)
+{
+	const struct jumps *j = th->proc->jumps;
+	for (uint32_t c = 0; j && th->jump_counts && c < j->ncols; c++) {
+		uint64_t n = __atomic_exchange_n(&th->jump_counts[c], 0, __ATOMIC_RELAXED);
+		if (n) {
+			count_hit(t, th, j->rows[c], (int64_t)n);
+			j->rows[c]->jump_hits += n;
+		}
+	}
+}
+
+/* th's hits of r that its trampolines counted and the tracer has not folded yet. */
+static uint64_t live_jump_hits(const struct thread *th, const struct row *r)
+{
+	const struct jumps *j = th->proc->jumps;
+	uint64_t n = 0;
+	for (uint32_t c = 0; j && th->jump_counts && c < j->ncols; c++)
+		if (j->rows[c] == r)
+			n += __atomic_load_n(&th->jump_counts[c], __ATOMIC_RELAXED);
+	return n;
+}
+
+/* th's hits of r; *jump: of them, those still in its counters, read once. */
+static uint64_t thread_hits(const struct thread *th, const struct row *r, uint64_t *jump)
+{
+	*jump = live_jump_hits(th, r);
+	return (r->index < th->ncounts ? th->counts[r->index] : 0) + *jump;
+}
+
 void count_fold_thread(struct tracer *t, struct thread *th)
 {
+	count_fold_jumps(t, th);
 	for (size_t i = 0; i < th->ncounts; i++) {
 		if (!th->counts[i])
 			continue;
@@ -94,23 +129,31 @@ static int by_tid(const void *a, const void *b)
 	return (x->tid > y->tid) - (x->tid < y->tid);
 }
 
-/* A row's per-thread counts: folded ones of threads gone, plus the live threads'. */
-static struct ptss_trace_thread *row_threads(const struct tracer *t, const struct row *r, size_t *out)
+/* A row's per-thread counts: folded ones of threads gone, plus the live threads' (their
+ * counters read once: *live_jump says how much of the total they gave). */
+static struct ptss_trace_thread *row_threads(const struct tracer *t, const struct row *r, size_t *out,
+					     uint64_t *live_jump)
 {
 	size_t n = r->nthreads;
+	uint64_t unused;
 	for (size_t i = 0; i < t->tcap; i++)
-		n += t->threads[i] && r->index < t->threads[i]->ncounts && t->threads[i]->counts[r->index];
+		n += t->threads[i] && thread_hits(t->threads[i], r, &unused);
 	struct ptss_trace_thread *c = malloc((n ? n : 1) * sizeof(*c));
 	if (!c)
 		return NULL;
 	for (size_t k = 0; k < r->nthreads; k++)
 		c[k] = (struct ptss_trace_thread){ r->threads[k].tid, r->threads[k].hits };
 	size_t k = r->nthreads;
-	for (size_t i = 0; i < t->tcap; i++) {
+	*live_jump = 0;
+	for (size_t i = 0; i < t->tcap && k < n; i++) {
 		const struct thread *th = t->threads[i];
-		if (th && r->index < th->ncounts && th->counts[r->index])
-			c[k++] = (struct ptss_trace_thread){ th->tid, th->counts[r->index] };
+		uint64_t jump = 0, hits = th ? thread_hits(th, r, &jump) : 0;
+		if (hits) {
+			c[k++] = (struct ptss_trace_thread){ th->tid, hits };
+			*live_jump += jump;
+		}
 	}
+	n = k; /* a live counter may have gone up since it was counted: never read twice */
 	qsort(c, n, sizeof(*c), by_tid);
 	*out = n;
 	return c;
@@ -131,14 +174,21 @@ struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 	s->command = t->command_name ? t->command_name : "";
 	for (size_t i = 0; i < t->nrows; i++, s->nprobes++) {
 		const struct row *r = t->rows[i];
-		probes[i] = (struct ptss_trace_probe){ .probe = r->probe, .module = r->module,
-						       .addr = r->addr, .hits = r->hits };
-		probes[i].threads = row_threads(t, r, &probes[i].nthreads);
+		probes[i] = (struct ptss_trace_probe){
+			.probe = r->probe, .module = r->module, .addr = r->addr,
+			.mode = r->jumped ? PTSS_PROBE_JUMP : t->opts.no_scratch ? PTSS_PROBE_FALLBACK : PTSS_PROBE_TRAP,
+			.trap_why = r->trap_why };
+		uint64_t live_jump;
+		probes[i].threads = row_threads(t, r, &probes[i].nthreads, &live_jump);
 		if (!probes[i].threads) {
 			ptss_trace_snapshot_free(s);
 			errno = ENOMEM;
 			return NULL;
 		}
+		/* From the counters read once: hits == the sum of threads[].hits. */
+		for (size_t k = 0; k < probes[i].nthreads; k++)
+			probes[i].hits += probes[i].threads[k].hits;
+		probes[i].jump_hits = r->jump_hits + live_jump;
 	}
 	/* The live processes' figures with the totals, the totals left as they are. */
 	s->pages = t->pages_hw;
@@ -168,6 +218,7 @@ void counts_free(struct tracer *t)
 		free(t->rows[i]->probe);
 		free(t->rows[i]->module);
 		free(t->rows[i]->threads);
+		free(t->rows[i]->trap_why);
 		free(t->rows[i]);
 	}
 	free(t->rows);

@@ -1,7 +1,8 @@
 /*
- * Letting go: every traced task stopped, every thread out of its entry, every int3 byte
- * restored, every scratch page unmapped, every thread detached with the signal it was
- * stopped for. The target runs on as if never traced.
+ * Letting go: every traced task stopped, every thread out of its entry or trampoline,
+ * every int3 and jmp byte restored, every scratch page and jump area unmapped, every
+ * thread detached with the signal it was stopped for. The target runs on as if never
+ * traced.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -95,7 +96,9 @@ static void stop_all(struct tracer *t)
 			struct user_regs_struct regs;
 			bool int3;
 			struct site *s = trap_site(th->proc, tid, &regs, &int3);
-			if (s) { /* a hit as we leave: count it, and let the restored instruction run */
+			if (s && trap_is_miss(s, &regs)) { /* counted; it leaves the trampoline below */
+				jumps_miss(t, th, &regs, s);
+			} else if (s) { /* a hit as we leave: count it, and let the restored instruction run */
 				if (s->row)
 					count_hit(t, th, s->row, 1);
 				regs.rip = s->addr;
@@ -122,10 +125,14 @@ void detach_all(struct tracer *t, bool stopped)
 			if (!th || th->proc != p)
 				continue;
 			any = th;
-			/* No thread stays inside a scratch entry. */
+			/* No thread stays inside a scratch entry or a trampoline. */
 			if (!ptrace(PTRACE_GETREGS, th->tid, 0, &regs) && hit_unwind(t, th, &regs, true))
 				ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
+			if (!ptrace(PTRACE_GETREGS, th->tid, 0, &regs))
+				jumps_leave(t, th, &regs, true, &th->detach_sig);
 		}
+		if (any)
+			jumps_disarm(t, p, any);
 		sites_disarm_all(p);
 		if (any) {
 			struct ptss_stats st;

@@ -10,8 +10,12 @@
  *   attach.c     getting hold of a target (seize every thread, or start a command); setup
  *   lifecycle.c  new threads and processes, execs, exits: the scratch core's lifecycle
  *   hit.c        one probe hit: the relocated instruction run in the thread's entry
- *   fallback.c   a hit without an entry: the process stopped, one single-step
- *   unwind.c     a thread taken out of its entry (a signal, a detach); signal delivery
+ *   jumps.c      optimized sites: a jmp into a trampoline that counts in the target
+ *   fallback.c   a hit without an entry: the process stopped, one single-step; holding
+ *                the other threads of a process
+ *   unwind.c     a thread taken out of its entry or trampoline (a signal, a detach);
+ *                signal delivery
+ *   keys.c       which row of counters a thread's trampoline hits count in
  *   queue.c      the stop queue: stops deferred for the loop, first stops seen early
  *   trap.c       "is this SIGTRAP one of ours?"
  *   place.c      resolving probe arguments in an image into sites
@@ -44,6 +48,7 @@
 #include <sys/user.h>
 
 #include "probe_spec.h"
+#include "x86/jump.h"
 #include "x86/relocate.h"
 
 /* Outcomes of the engine's steps, mapped to PTSS_TRACER_E* by api.c. */
@@ -66,21 +71,74 @@ struct row {
 	uint64_t hits;         /* == sum of every thread's count of it, live or folded */
 	struct thread_count *threads; /* folded counts of threads that are gone */
 	size_t nthreads, cap;
+	uint64_t jump_hits;    /* of hits, those counted in the target (jumps), folded */
+	bool jumped;           /* optimized in some process */
+	char *trap_why;        /* why a site of it keeps its int3, or NULL */
 };
 
-/* One probed address in one process. */
+/* The probed function around a site: its bounds, and a FUNC.cold part (0 if none). */
+struct site_fn { uint64_t addr, size, cold_addr, cold_size; };
+
+/* One probed address in one process: an int3 (hits stop), or, once jumps.c optimized it,
+ * a jmp to its trampoline (hits counted in the target). */
 struct site {
 	uint64_t addr;
 	uint8_t orig;          /* the byte under int3 */
 	bool internal;         /* a site of ptss's own (program entry, dlopen notice) */
+	bool jump_tried;       /* jumps.c decided: jumped, or kept as int3 for good */
+	bool jumped;           /* [addr, addr + jump.len) holds the jmp */
 	struct reloc_plan plan;
 	struct row *row;       /* NULL when internal */
+	struct site_fn fn;
+	/* when jumped */
+	struct jump_plan jump;
+	struct jump_tramp tramp;
+	uint64_t tramp_addr;
+	uint32_t col;          /* its counter in the process's data area */
+	uint8_t saved[JUMP_COVER_MAX]; /* the bytes under the jmp (saved[0] == orig) */
 };
 
 struct spec {              /* a probe argument */
 	char *arg;
 	struct probe_spec parsed;
 	bool armed, said, warned; /* placed somewhere; an error said; "waits for dlopen" said */
+};
+
+/* A process's trampolines near one part of its address space: ptss entries of 256 bytes
+ * in a reservation placed within reach (rel32) of the sites that use them. */
+struct jump_area {
+	ptss_space *space;
+	ptss_proc *code;
+};
+
+/* The data area of a process's jump probes (x86/jump.h describes it to trampolines). */
+enum {
+	JUMPS_MAX_COLS = 256,    /* jump sites per process: a counter each */
+	JUMPS_MAX_SLOTS = 4096,  /* threads with a row of counters (entry index below) */
+	JUMPS_TABLE_BITS = 14,   /* 16384 key words, at most 3/4 of them in use */
+	JUMPS_ALIVE_OFF = 0,
+	JUMPS_TABLE_OFF = 4096,
+	JUMPS_COUNTS_OFF = JUMPS_TABLE_OFF + (8 << JUMPS_TABLE_BITS),
+	JUMPS_ROW_BYTES = JUMPS_MAX_COLS * 8,
+};
+#define JUMPS_DATA_SIZE ((size_t)JUMPS_COUNTS_OFF + (size_t)JUMPS_MAX_SLOTS * JUMPS_ROW_BYTES)
+
+/*
+ * A process's optimized sites (jumps.c): the data area the trampolines count in (the
+ * tracer's view maps the same memory; keys.c keys threads in it) and the trampolines'
+ * areas.
+ * Created by jumps.c; its tracer-side memory dropped by process.c with the process.
+ */
+struct jumps {
+	uint64_t data;         /* the data area in the target */
+	uint8_t *view;         /* the tracer's view of it */
+	size_t size;
+	void *alive;           /* a robust pthread mutex in the view, held by the tracer */
+	struct jump_area *areas;
+	size_t nareas;
+	uint32_t words;        /* table words in use: keys and tombstones */
+	struct row **rows;     /* per counter column: the row it counts */
+	uint32_t ncols;
 };
 
 /* One traced address space. */
@@ -98,6 +156,7 @@ struct process {
 	bool before_entry;     /* a fresh image, its program entry not reached yet */
 	bool exec_seen;        /* an image after the first one */
 	bool refusal_said;     /* threads got no entry, and the user was told why */
+	struct jumps *jumps;   /* optimized sites' data and trampolines, or NULL */
 	int nthreads;
 	struct process *next;
 };
@@ -147,6 +206,10 @@ struct thread {
 	                          the hit is unwound before its instruction ran */
 	struct thread_state state;
 	int detach_sig;        /* a signal to hand over when detaching */
+	uint64_t fs_base;      /* last seen: its key in the jumps table (jumps.c) */
+	bool keyed;            /* fs_base is in the table */
+	uint64_t *jump_counts; /* its counters in the data area (the tracer's view), one per
+	                          column of proc->jumps, or NULL */
 };
 
 /* A stop taken from waitpid but handled later. */
@@ -202,13 +265,39 @@ void lifecycle_ended(struct tracer *t, pid_t tid, int status); /* exit statuses 
 /* hit.c */
 int hit_handle(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s);
 
+/* jumps.c */
+/* Optimizes p's sites not tried yet. by: a stopped thread of p (injections run in it);
+ * all_stopped: every thread of p is stopped, else the others are held meanwhile. */
+void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool all_stopped);
+/* Detach: every thread of p stopped and out of the trampolines; bytes restored, counts
+ * folded, data and trampolines unmapped. */
+void jumps_disarm(struct tracer *t, struct process *p, struct thread *by);
+/* A fork child stopped at birth (not sharing p's memory): p's jmps in it restored to
+ * int3 (child != NULL: it is followed, its sites are child's) or to the original bytes,
+ * p's data and trampolines unmapped from it. */
+void jumps_fork(struct tracer *t, struct process *p, pid_t tid, struct process *child);
+
 /* fallback.c */
 int fallback_run(struct tracer *t, struct thread *th, struct user_regs_struct *regs, const struct site *s);
+/* Stops every other thread of th's process (their stops queued), and resumes them. */
+void hold_others(struct tracer *t, struct thread *th);
+void release_others(struct tracer *t, struct thread *th);
 
 /* unwind.c */
 /* Out of its entry, back into the original code: regs changed? keep: at detach */
 bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep);
 void signal_deliver(struct tracer *t, struct thread *th, int sig); /* unwinding it first */
+/* Out of a trampoline (th stopped, regs its registers, changed when it moved): keep: at
+ * detach (the site is restored, the hit stays counted); *sig (may be NULL): the signal to
+ * deliver, replaced by a fault that cannot be put back at the site. false if th was in
+ * no trampoline. */
+bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep, int *sig);
+
+/* keys.c */
+void jumps_thread_seen(struct tracer *t, struct thread *th, uint64_t fs_base); /* stopped */
+void jumps_thread_gone(struct tracer *t, struct thread *th); /* before thread_remove */
+/* A miss trap (th stopped just past its trampoline's int3): th keyed, the hit counted. */
+void jumps_miss(struct tracer *t, struct thread *th, struct user_regs_struct *regs, struct site *s);
 
 /* queue.c */
 void queue_defer(struct tracer *t, pid_t tid, int status);
@@ -222,6 +311,8 @@ void queue_free(struct tracer *t);
 /* trap.c: the site whose int3 stopped tid (regs filled), or NULL when the stop is no trap
  * of ours; *int3 (may be NULL): an int3's trap at all, ours or not */
 struct site *trap_site(struct process *p, pid_t tid, struct user_regs_struct *regs, bool *int3);
+/* Is this trap of site s the int3 of its trampoline's miss (else the site's own)? */
+bool trap_is_miss(const struct site *s, const struct user_regs_struct *regs);
 
 /* place.c */
 int place_probes(struct tracer *t, struct process *p, bool fatal); /* fatal: errors end the trace */
@@ -230,6 +321,7 @@ int place_probes(struct tracer *t, struct process *p, bool fatal); /* fatal: err
 struct process *process_new(struct tracer *t, pid_t pid);
 void process_free(struct tracer *t, struct process *p);
 int process_new_image(struct tracer *t, struct process *p); /* after an exec */
+void process_drop_jumps(struct tracer *t, struct process *p); /* the tracer's side only */
 
 /* threads.c */
 struct thread *thread_find(struct tracer *t, pid_t tid);
@@ -244,9 +336,11 @@ void scratch_refused(struct tracer *t, struct process *p, size_t nthreads, int e
 void scratch_pages_left(struct tracer *t, pid_t pid, const char *refusal);
 
 /* sites.c */
-int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row, char *why, size_t len);
+int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
+	     const struct site_fn *fn, char *why, size_t len);
 struct site *site_find(struct process *p, uint64_t addr);
-void sites_disarm_all(struct process *p);
+struct site *site_of_tramp(struct process *p, uint64_t rip); /* its trampoline holds rip */
+void sites_disarm_all(struct process *p); /* int3s and jmps: the original bytes back */
 int sites_copy(struct process *child, const struct process *parent);
 void sites_clear(struct process *p);
 void sites_remove(struct process *p, uint64_t addr); /* restores the byte */
@@ -255,6 +349,7 @@ void sites_remove(struct process *p, uint64_t addr); /* restores the byte */
 struct row *count_row(struct tracer *t, const char *module, const char *name, uint64_t addr);
 void count_hit(struct tracer *t, struct thread *th, struct row *r, int64_t delta);
 void count_fold_thread(struct tracer *t, struct thread *th); /* a thread is gone */
+void count_fold_jumps(struct tracer *t, struct thread *th); /* its trampolines' counts in */
 void count_scratch(struct tracer *t, const ptss_proc *scratch); /* fold its figures in */
 struct ptss_trace_snapshot *count_snapshot(const struct tracer *t);
 void counts_free(struct tracer *t);

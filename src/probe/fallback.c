@@ -46,8 +46,8 @@ static void hold(struct tracer *t, struct thread *u)
 	}
 }
 
-/* Stops every other thread of th's process; their stops are queued for the loop. */
-static void stop_others(struct tracer *t, struct thread *th)
+/* Stops every other thread of th's process; stops that come first are queued for the loop. */
+void hold_others(struct tracer *t, struct thread *th)
 {
 	for (size_t i = 0; i < t->tcap; i++) {
 		struct thread *u = t->threads[i];
@@ -63,7 +63,7 @@ static void stop_others(struct tracer *t, struct thread *th)
 	}
 }
 
-static void resume_others(struct tracer *t, struct thread *th)
+void release_others(struct tracer *t, struct thread *th)
 {
 	for (size_t i = 0; i < t->tcap; i++) {
 		struct thread *u = t->threads[i];
@@ -83,7 +83,7 @@ int fallback_run(struct tracer *t, struct thread *th, struct user_regs_struct *r
 	uint64_t mask, all = ~0ull;
 	int err = 0, status;
 	t->fallbacks++;
-	stop_others(t, th);
+	hold_others(t, th);
 	if (ptrace(PTRACE_GETSIGMASK, th->tid, sizeof(mask), &mask) ||
 	    ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(all), &all) ||
 	    ptrace(PTRACE_SETREGS, th->tid, 0, regs) || mem_write(p, s->addr, &s->orig, 1) ||
@@ -104,7 +104,7 @@ int fallback_run(struct tracer *t, struct thread *th, struct user_regs_struct *r
 	mem_write(p, s->addr, &int3, 1);
 	if (err != -ESRCH)
 		ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(mask), &mask);
-	resume_others(t, th);
+	release_others(t, th);
 	if (!err && ptrace(PTRACE_CONT, th->tid, 0, 0))
 		err = -errno;
 	return err;

@@ -1,6 +1,7 @@
 /*
- * Process and thread lifecycle, wired to the scratch core: a new thread claims an entry,
- * a fork child's copy of the scratch is removed (ptss_fork) and it is followed or let go,
+ * Process and thread lifecycle, wired to the scratch core: a new thread claims an entry
+ * (and is keyed for the jump probes), a fork child's copy of the scratch and of the jump
+ * probes is removed (ptss_fork, jumps_fork) and it is followed or let go,
  * an exec starts a new life (ptss_exec_exit, a new ptss_proc, probes placed again), a
  * thread's exit releases its entry, the last one ends the process.
  */
@@ -19,6 +20,7 @@
 void lifecycle_thread_gone(struct tracer *t, struct thread *th)
 {
 	struct process *p = th->proc;
+	jumps_thread_gone(t, th);
 	thread_remove(t, th);
 	if (p->nthreads == 0)
 		process_free(t, p);
@@ -48,6 +50,7 @@ void lifecycle_let_child_go(struct tracer *t, struct process *p, pid_t tid)
 	sites_disarm_all(&copy);
 	if (copy.mem >= 0)
 		close(copy.mem);
+	jumps_fork(t, p, tid, NULL);
 	ptss_space *cs = ptss_space_ptrace_new(tid, tid);
 	if (cs && ptss_fork(p->scratch, cs))
 		scratch_pages_left(t, tid, ptss_space_ptrace_refusal(cs));
@@ -67,7 +70,10 @@ void lifecycle_new_task(struct tracer *t, struct thread *parent)
 	bool same_mm = syscall(SYS_kcmp, p->pid, tid, KCMP_VM, 0, 0) == 0;
 	if (same_mm) { /* a thread, or a vfork child borrowing the memory */
 		struct thread *th = thread_add(t, p, tid);
+		struct user_regs_struct regs;
 		scratch_claim(t, th);
+		if (!ptrace(PTRACE_GETREGS, tid, 0, &regs))
+			jumps_thread_seen(t, th, regs.fs_base);
 		ptrace(PTRACE_CONT, tid, 0, 0);
 		return;
 	}
@@ -78,8 +84,10 @@ void lifecycle_new_task(struct tracer *t, struct thread *parent)
 			memcpy(child->resolved, p->resolved, (size_t)t->nspecs * sizeof(*p->resolved));
 			ptss_space_ptrace_use_thread(child->space, tid);
 			ptss_fork(p->scratch, child->space);
+			jumps_fork(t, p, tid, child);
 			struct thread *th = thread_add(t, child, tid);
 			scratch_claim(t, th);
+			jumps_optimize(t, child, th, true);
 			ptrace(PTRACE_CONT, tid, 0, 0);
 			return;
 		}
@@ -105,6 +113,7 @@ void lifecycle_exec(struct tracer *t, pid_t pid)
 	struct process *p = th->proc;
 	if (p->pid != pid) {
 		/* A vfork child (sharing its parent's memory) left it: now a process of its own. */
+		jumps_thread_gone(t, th);
 		thread_remove(t, th);
 		if (!t->opts.follow) {
 			ptrace(PTRACE_DETACH, pid, 0, 0);
@@ -124,5 +133,6 @@ void lifecycle_exec(struct tracer *t, pid_t pid)
 	struct thread *nt = thread_add(t, p, pid);
 	scratch_claim(t, nt);
 	place_probes(t, p, false);
+	jumps_optimize(t, p, nt, true);
 	ptrace(PTRACE_CONT, pid, 0, 0);
 }

@@ -24,6 +24,16 @@ static bool probes_fatal(const struct process *p)
 static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct *regs, struct site *s)
 {
 	struct process *p = th->proc;
+	if (trap_is_miss(s, regs)) { /* a thread its trampoline does not know yet */
+		jumps_miss(t, th, regs, s);
+		return ptrace(PTRACE_CONT, th->tid, 0, 0) ? -errno : 0;
+	}
+	if (s->jumped) { /* its int3's trap, from before the jmp: run the jmp */
+		regs->rip = s->addr;
+		if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
+			return -errno;
+		return 0;
+	}
 	if (s->internal && s->addr == p->entry_site) {
 		/* The program's entry: ld.so has loaded every needed library. */
 		uint64_t addr = s->addr;
@@ -32,6 +42,8 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 		p->entry_site = 0;
 		p->before_entry = false;
 		int rc = place_probes(t, p, fatal);
+		if (!rc)
+			jumps_optimize(t, p, th, false);
 		regs->rip = addr;
 		if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
 			return -errno;
@@ -41,6 +53,8 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 	if (s->internal && s->addr == p->notice_site) {
 		uint64_t addr = s->addr;
 		rc = place_probes(t, p, probes_fatal(p)); /* ld.so's startup, or a dlopen */
+		if (!rc)
+			jumps_optimize(t, p, th, false);
 		s = site_find(p, addr);                  /* the table may have moved */
 	}
 	int err = hit_handle(t, th, regs, s); /* resumes the thread, whatever rc says */

@@ -18,7 +18,7 @@
 static int arm_internal(struct tracer *t, struct process *p, uint64_t addr)
 {
 	char why[256];
-	return site_arm(t, p, addr, NULL, why, sizeof(why));
+	return site_arm(t, p, addr, NULL, NULL, why, sizeof(why));
 }
 
 /* A value of /proc/PID/auxv: AT_ENTRY, where the program starts once ld.so is done;
@@ -127,6 +127,22 @@ static void say_waiting(struct tracer *t, int i)
 	     "if it never does", sp->arg, what, sp->parsed.module_is_path ? " is not loaded" : " is loaded");
 }
 
+/* The function a probe names, and its FUNC.cold part (what gcc splits off) if any. */
+static struct site_fn function_of(const struct probe_spec_target *tg, const struct maps_snapshot *snap)
+{
+	struct site_fn fn = { .addr = tg->addr, .size = tg->size };
+	char cold[512];
+	snprintf(cold, sizeof(cold), "%s.cold", tg->name);
+	struct probe_spec spec = { .module = tg->module, .func = cold, .module_is_path = true };
+	struct probe_spec_result res = { 0 };
+	if (probe_spec_resolve(&spec, snap, &res, NULL, 0) == 0 && res.n > 0) {
+		fn.cold_addr = res.targets[0].addr;
+		fn.cold_size = res.targets[0].size;
+	}
+	probe_spec_result_free(&res);
+	return fn;
+}
+
 int place_probes(struct tracer *t, struct process *p, bool fatal)
 {
 	char err[512];
@@ -156,8 +172,9 @@ int place_probes(struct tracer *t, struct process *p, bool fatal)
 			for (size_t k = 0; k < res.n && !rc; k++) {
 				struct probe_spec_target *tg = &res.targets[k];
 				struct row *row = count_row(t, tg->module, tg->name, tg->addr);
+				struct site_fn fn = function_of(tg, snap);
 				char why[256];
-				if (site_arm(t, p, tg->addr, row, why, sizeof(why))) {
+				if (site_arm(t, p, tg->addr, row, &fn, why, sizeof(why))) {
 					probe_error(t, p, i, "%s", why);
 					if (!t->specs[i].parsed.glob)
 						rc = OUT_PROBE; /* a glob skips what it cannot place */

@@ -1,9 +1,11 @@
-/* The traced processes: one record per address space, with its memory, its scratch and
- * its sites; a new image after an exec. */
+/* The traced processes: one record per address space, with its memory, its scratch, its
+ * sites and its jump probes' tracer-side state; a new image after an exec. */
 #include "engine.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 struct process *process_new(struct tracer *t, pid_t pid)
@@ -37,6 +39,7 @@ void process_free(struct tracer *t, struct process *p)
 			thread_remove(t, t->threads[i]);
 			i = (size_t)-1; /* the table moved under us: start over */
 		}
+	process_drop_jumps(t, p);
 	if (p->scratch) {
 		count_scratch(t, p->scratch);
 		ptss_exec_exit(p->scratch); /* gone with its image: nothing to unmap */
@@ -59,6 +62,7 @@ int process_new_image(struct tracer *t, struct process *p)
 			thread_remove(t, t->threads[i]);
 			i = (size_t)-1;
 		}
+	process_drop_jumps(t, p);
 	count_scratch(t, p->scratch);
 	ptss_proc_free(p->scratch);
 	ptss_space_ptrace_reset(p->space);
@@ -69,4 +73,33 @@ int process_new_image(struct tracer *t, struct process *p)
 	memset(p->resolved, 0, (size_t)t->nspecs * sizeof(*p->resolved));
 	p->entry_site = p->notice_site = 0;
 	return 0;
+}
+
+/* The tracer's side of p's jump probes: the alive word let go, the view unmapped, the
+ * areas' handles freed. The target's side is gone (exec, exit) or unmapped (jumps.c). */
+void process_drop_jumps(struct tracer *t, struct process *p)
+{
+	struct jumps *j = p->jumps;
+	if (!j)
+		return;
+	for (size_t i = 0; i < t->tcap; i++)
+		if (t->threads[i] && t->threads[i]->proc == p) {
+			count_fold_jumps(t, t->threads[i]);
+			t->threads[i]->jump_counts = NULL;
+			t->threads[i]->keyed = false;
+		}
+	pthread_mutex_unlock(j->alive);
+	pthread_mutex_destroy(j->alive);
+	munmap(j->view, j->size);
+	for (size_t a = 0; a < j->nareas; a++) {
+		if (j->areas[a].code) {
+			ptss_exec_exit(j->areas[a].code);
+			ptss_proc_free(j->areas[a].code);
+		}
+		ptss_space_free(j->areas[a].space);
+	}
+	free(j->areas);
+	free(j->rows);
+	free(j);
+	p->jumps = NULL;
 }

@@ -1,6 +1,7 @@
 /*
  * The probe sites of one process image, sorted by address: deciding how each displaced
- * instruction runs (x86/plan.c), and writing and restoring the int3 bytes.
+ * instruction runs (x86/plan.c), and writing and restoring the int3 bytes (and the jmps
+ * that jumps.c writes over some of them).
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -23,6 +24,19 @@ struct site *site_find(struct process *p, uint64_t addr)
 			hi = mid;
 	}
 	return lo < p->nsites && p->sites[lo].addr == addr ? &p->sites[lo] : NULL;
+}
+
+/* The jumped site whose trampoline holds rip, or NULL. */
+struct site *site_of_tramp(struct process *p, uint64_t rip)
+{
+	if (!p->jumps)
+		return NULL;
+	for (size_t i = 0; i < p->nsites; i++) {
+		struct site *s = &p->sites[i];
+		if (s->jumped && rip >= s->tramp_addr && rip < s->tramp_addr + s->tramp.len)
+			return s;
+	}
+	return NULL;
 }
 
 static struct site *site_insert(struct process *p, uint64_t addr)
@@ -56,8 +70,13 @@ void sites_remove(struct process *p, uint64_t addr)
 
 void sites_disarm_all(struct process *p)
 {
-	for (size_t i = 0; i < p->nsites; i++)
-		mem_write(p, p->sites[i].addr, &p->sites[i].orig, 1);
+	for (size_t i = 0; i < p->nsites; i++) {
+		const struct site *s = &p->sites[i];
+		if (s->jumped)
+			mem_write(p, s->addr, s->saved, s->jump.len);
+		else
+			mem_write(p, s->addr, &s->orig, 1);
+	}
 }
 
 void sites_clear(struct process *p)
@@ -81,8 +100,10 @@ int sites_copy(struct process *child, const struct process *parent)
 	return 0;
 }
 
-/* Decodes the instruction at addr and writes int3 over it; row NULL: a site of ptss's own. */
-int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row, char *why, size_t len)
+/* Decodes the instruction at addr and writes int3 over it; row NULL: a site of ptss's own.
+ * fn (may be NULL): the function around it, for jumps.c. */
+int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
+	     const struct site_fn *fn, char *why, size_t len)
 {
 	if (site_find(p, addr))
 		return 0; /* two probes naming one address: one site */
@@ -110,5 +131,8 @@ int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row
 	s->plan = plan;
 	s->row = row;
 	s->internal = row == NULL;
+	s->jump_tried = s->internal;
+	if (fn)
+		s->fn = *fn;
 	return 0;
 }

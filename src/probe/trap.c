@@ -1,6 +1,6 @@
 /* "Is this SIGTRAP one of ours?": a SIGTRAP stop is a probe's (or ptss's own site's)
  * when the kernel sent it for an int3 (SI_KERNEL) and the byte before rip is one of the
- * process's sites. */
+ * process's sites, or the int3 of a jump probe's trampoline (a miss: keys.c). */
 #define _GNU_SOURCE
 #include "engine.h"
 
@@ -17,5 +17,16 @@ struct site *trap_site(struct process *p, pid_t tid, struct user_regs_struct *re
 		return NULL;
 	if (int3)
 		*int3 = true;
-	return site_find(p, regs->rip - 1);
+	struct site *s = site_find(p, regs->rip - 1);
+	if (!s) {
+		s = site_of_tramp(p, regs->rip - 1);
+		if (s && !trap_is_miss(s, regs))
+			s = NULL;
+	}
+	return s;
+}
+
+bool trap_is_miss(const struct site *s, const struct user_regs_struct *regs)
+{
+	return s->jumped && regs->rip - 1 == s->tramp_addr + s->tramp.trap;
 }

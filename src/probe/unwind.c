@@ -14,6 +14,7 @@
 
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/wait.h>
 
 bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep)
 {
@@ -30,7 +31,81 @@ bool hit_unwind(struct tracer *t, struct thread *th, struct user_regs_struct *re
 	return true;
 }
 
-/* Delivers sig to th (0: none), out of its entry first. */
+/* A hit counted in the counting part, taken back: the thread is back at the site. */
+static void uncount(struct tracer *t, struct thread *th, const struct site *s)
+{
+	if (th->jump_counts && th->jump_counts[s->col])
+		th->jump_counts[s->col]--;
+	else
+		count_hit(t, th, s->row, -1);
+}
+
+/* One single-step of th: 0 done, a signal number for a fault on the way, -1 gone. */
+static int step(struct tracer *t, struct thread *th)
+{
+	(void)t;
+	if (ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0))
+		return -1;
+	for (;;) {
+		int status;
+		if (waitpid(th->tid, &status, __WALL) < 0 || !WIFSTOPPED(status))
+			return -1;
+		int event = status >> 16, sig = WSTOPSIG(status);
+		if (event == 0 && sig == SIGTRAP)
+			return 0;
+		if (event == 0)
+			return sig;
+		if (event == PTRACE_EVENT_STOP)
+			th->state.interrupt_due = false;
+		if (ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0)) /* an event on the way: step again */
+			return -1;
+	}
+}
+
+bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *regs, bool keep, int *sig)
+{
+	struct site *s = site_of_tramp(th->proc, regs->rip);
+	if (!s)
+		return false;
+	/* Nothing but a fault may interrupt the steps: the signals wait, blocked. */
+	uint64_t mask, all = ~0ull;
+	bool masked = !ptrace(PTRACE_GETSIGMASK, th->tid, sizeof(mask), &mask) &&
+		      !ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(all), &all);
+	for (unsigned n = 0; n < 100000; n++) {
+		enum jump_where w = jump_locate(&s->tramp, s->tramp_addr, regs->rip);
+		if (w == JUMP_OUTSIDE)
+			break;
+		if (w == JUMP_AT_FIRST && keep) { /* at detach: the thread runs the original */
+			regs->rip = s->addr;
+			ptrace(PTRACE_SETREGS, th->tid, 0, regs);
+			break;
+		}
+		uint64_t before = regs->rip;
+		int r = step(t, th);
+		if (r < 0 || ptrace(PTRACE_GETREGS, th->tid, 0, regs))
+			break;
+		if (r == 0 && before == s->tramp_addr + s->tramp.trap) {
+			jumps_miss(t, th, regs, s); /* the step ran the miss's int3 */
+		} else if (r > 0) {
+			/* A fault. At the first displaced instruction the thread is at the site, its
+			 * hit not made: it faults there again once the signal is dealt with. A fault
+			 * later (the stack) stays where it is: there is no site address for it. */
+			if (w == JUMP_AT_FIRST) {
+				regs->rip = s->addr;
+				ptrace(PTRACE_SETREGS, th->tid, 0, regs);
+				uncount(t, th, s);
+			} else if (sig) {
+				*sig = r;
+			}
+			break;
+		}
+	}
+	if (masked)
+		ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(mask), &mask);
+	return true;
+}
+
+/* Delivers sig to th (0: none), out of its entry or trampoline first. */
 void signal_deliver(struct tracer *t, struct thread *th, int sig)
 {
 	struct user_regs_struct regs;
@@ -47,5 +122,7 @@ void signal_deliver(struct tracer *t, struct thread *th, int sig)
 			}
 		}
 	}
+	if (th->proc->jumps && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs))
+		jumps_leave(t, th, &regs, false, &sig);
 	ptrace(PTRACE_CONT, th->tid, 0, sig);
 }

@@ -49,13 +49,13 @@ def probe_addr(pid, fn):
 
 
 def wait_armed(pid, addr, tracer, timeout=30):
-    """Waits until ptss (process TRACER) has planted its int3 at ADDR in PID."""
+    """Waits until ptss (process TRACER) has planted its probe at ADDR in PID."""
     end = time.time() + timeout
     while time.time() < end:
         if tracer.poll() is not None:
             fail(f"ptss exited early ({tracer.returncode}): {tracer.stderr.read()!r}")
-        if read_mem(pid, addr, 1) == b"\xcc":
-            time.sleep(0.2)  # the int3 is written last in setup: let it resume the threads
+        if armed(pid, addr):
+            time.sleep(0.2)  # the probe is written last in setup: let it resume the threads
             return
         time.sleep(0.05)
     fail("ptss did not arm the probe in time")
@@ -171,7 +171,7 @@ def report_lost():
     try:
         got = run(["trace", "-q", "--duration", "1", "-o", "/dev/full", "-p", str(tgt.pid), "probe_me"])
         one_error("attached", got, 5, r"^ptss: cannot write the report to /dev/full")
-        check(read_mem(tgt.pid, probe_addr(tgt.pid, "probe_me"), 1) != b"\xcc", "int3 left behind")
+        check(not armed(tgt.pid, probe_addr(tgt.pid, "probe_me")), "probe left behind")
     finally:
         target_alive_and_well(tgt)
 

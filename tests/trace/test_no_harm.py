@@ -16,27 +16,6 @@ from tracetest import *  # noqa: F401,F403
 UNDER_VALGRIND = len(PTSS_CMD) > 1
 
 
-def symbol_addr(binary, pid, name):
-    """Runtime address of `name` (from nm) in process pid, which maps binary (PIE or not)."""
-    nm = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
-    off = int(next(l.split()[0] for l in nm.splitlines() if l.endswith(" " + name)), 16)
-    for line in open(f"/proc/{pid}/maps"):
-        f = line.split()
-        if len(f) >= 6 and f[5] == os.path.realpath(binary) and f[2] == "00000000":
-            base = int(f[0].split("-")[0], 16)
-            return off if off >= base else base + off
-    fail(f"{binary} is not mapped in {pid}")
-
-
-def wait_until(cond, what, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.01)
-    fail(f"timed out waiting for {what}")
-
-
 def scratch_mapped(pid):
     return "memfd:ptss" in open(f"/proc/{pid}/maps").read()
 
@@ -51,10 +30,13 @@ class Churn:
         check(self.p.stdout.readline().strip() == "ready", "churn did not start")
         self.counted = symbol_addr(T["CHURN"], self.p.pid, "counted_fn")
         self.busy = symbol_addr(T["CHURN"], self.p.pid, "busy_fn")
-        self.original = read_mem(self.p.pid, self.counted, 1) + read_mem(self.p.pid, self.busy, 1)
+        self.original = self.code()
+
+    def code(self):
+        return read_mem(self.p.pid, self.counted, 16) + read_mem(self.p.pid, self.busy, 16)
 
     def armed(self):
-        return read_mem(self.p.pid, self.counted, 1) == b"\xcc" and scratch_mapped(self.p.pid)
+        return armed(self.p.pid, self.counted) and scratch_mapped(self.p.pid)
 
     def go(self, k, r):
         self.p.stdin.write(f"go {k} {r}\n")
@@ -66,21 +48,13 @@ class Churn:
         return self.p.poll() is None
 
     def restored(self):
-        return read_mem(self.p.pid, self.counted, 1) + read_mem(self.p.pid, self.busy, 1) == self.original
+        return self.code() == self.original
 
     def quit(self):
         self.p.stdin.write("quit\n")
         out = self.p.communicate(timeout=60)[0]
         check(self.p.returncode == 0 and out.startswith("bye "),
               f"churn ended with status {self.p.returncode}: {out!r}")
-
-
-def attach(pid, probes, extra=()):
-    """Starts ptss -p; returns (process, report file)."""
-    out = tempfile.NamedTemporaryFile("r", suffix=".json")
-    tr = subprocess.Popen([*PTSS_CMD, "trace", "-q", "--format", "json", "-o", out.name, *extra,
-                           "-p", str(pid), *probes], stderr=subprocess.PIPE, text=True)
-    return tr, out
 
 
 # ---- defect 1: detach and attach under load ----
@@ -184,61 +158,11 @@ def defect2_signal_handlers_park_and_resume_exact():
 
 # ---- defect 3: seccomp filters installed at any stage ----
 
-class Target:
-    """ptrace_target driven line by line on stdin/stdout, alone or started by ptss."""
-
-    def __init__(self, ptss_args=None):
-        self.report = tempfile.NamedTemporaryFile("r", suffix=".json")
-        cmd = [T["PTRACE_TARGET"], "2"]
-        if ptss_args is not None:
-            cmd = [*PTSS_CMD, "trace", "-q", "--format", "json", "-o", self.report.name,
-                   *ptss_args, "probe_me", "--", *cmd]
-        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.expect("ready 2")
-
-    def expect(self, want):
-        line = self.p.stdout.readline().strip()
-        check(line == want, f"target said {line!r}, expected {want!r} (status {self.p.poll()})")
-
-    def say(self, line, *answers):
-        self.p.stdin.write(line + "\n")
-        for a in answers:
-            self.expect(a)
-
-    def finish(self):
-        """quit: the target exits 0; returns (ptss's stderr, report) when ptss started it."""
-        self.p.stdin.write("quit\n")
-        out, err = self.p.communicate(timeout=120)
-        check(self.p.returncode == 0, f"status {self.p.returncode}: {err}")
-        text = open(self.report.name).read()
-        return err, json.loads(text) if text.strip() else None
-
-
 def seccomp_messages(err, most):
     """Each ptss line names the filter; one per process life at most."""
     lines = [l for l in err.splitlines() if l.startswith("ptss:")]
     check(1 <= len(lines) <= most and all("seccomp" in l for l in lines),
           f"expected 1 to {most} messages naming the seccomp filter, got {lines}")
-
-
-def attached(tgt):
-    """Attaches ptss -p to a Target; returns (ptss process, report file)."""
-    tr, out = attach(tgt.p.pid, ["probe_me"])
-    addr = symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me")
-    wait_until(lambda: read_mem(tgt.p.pid, addr, 1) == b"\xcc" or tr.poll() is not None, "ptss to arm")
-    if tr.poll() is not None:
-        fail(f"ptss ended early: {tr.stderr.read()}")
-    return tr, out
-
-
-def detach(tr, out):
-    tr.send_signal(signal.SIGINT)
-    err = tr.communicate(timeout=60)[1]
-    check(tr.returncode == 0, f"ptss exit status {tr.returncode}: {err}")
-    rep = json.loads(open(out.name).read())
-    out.close()
-    return err, rep
 
 
 ACTIONS = ("kill", "trap", "errno")
@@ -263,9 +187,10 @@ def defect3_seccomp_before_attach():
 
 def defect3_seccomp_after_setup_before_growth():
     """The filter comes once ptss is set up; 70 new threads need a second page, whose
-    mprotect the filter forbids: they take the fallback, counts exact, one message."""
-    for action in ACTIONS:
-        tgt = Target([])
+    mprotect the filter forbids. Trap probes: they take the fallback. Jump probes: their
+    hits miss in the trampoline and trap to ptss. Counts exact, one message."""
+    for mode, action in [(m, a) for m in ("trap", "jump") for a in ACTIONS]:
+        tgt = Target(["--no-optimize"] if mode == "trap" else [])
         tgt.say("call", "call 42")
         tgt.say(f"seccomp exec {action}", "filtered")
         tgt.say("spawn 70", "spawned 70")
@@ -273,8 +198,15 @@ def defect3_seccomp_after_setup_before_growth():
         tgt.say("call", "call 42")
         err, rep = tgt.finish()
         seccomp_messages(err, 1)
-        check(rep["probes"][0]["hits"] == 72, f"{action}: counted {rep['probes'][0]['hits']}, made 72")
-        check(rep["fallbacks"] > 0, f"{action}: no fallback")
+        probe = rep["probes"][0]
+        check(probe["hits"] == 72, f"{mode}, {action}: counted {probe['hits']}, made 72")
+        check(probe["mode"] == mode, f"{mode}, {action}: the probe is a {probe['mode']} probe")
+        if mode == "trap":
+            check(rep["fallbacks"] > 0, f"{action}: no fallback")
+        else:
+            # Threads past the first page have no entry, so no row of counters.
+            check(probe["trap_hits"] >= 1 and probe["jump_hits"] >= 1,
+                  f"{action}: {probe['jump_hits']} jump and {probe['trap_hits']} trap hits")
 
 
 def defect3_seccomp_before_fork_and_exec():
@@ -306,8 +238,8 @@ def defect3_seccomp_before_detach():
         err, rep = detach(tr, out)
         seccomp_messages(err, 2)  # the child's copy, the detach
         check(rep["probes"][0]["hits"] == 1, f"{action}: counted {rep['probes'][0]['hits']}, made 1")
-        check(read_mem(tgt.p.pid, symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me"), 1) != b"\xcc",
-              "int3 left after the detach")
+        check(not armed(tgt.p.pid, symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me")),
+              "probe left after the detach")
         tgt.say("call", "call 42")
         tgt.finish()
 

@@ -6,7 +6,8 @@ import json, os, re, signal, subprocess, sys, tempfile, time
 
 PTSS = os.environ.get("PTSS", "ptss")
 T = {k: os.environ.get(k, "") for k in ("WORKLOAD", "INSN", "INSN_NOPIE", "LIB_USER", "DLOPEN_USER",
-                                "LIBPROBED", "PTRACE_TARGET", "GO_COUNTER", "CHURN", "PARK")}
+                                "LIBPROBED", "PTRACE_TARGET", "GO_COUNTER", "CHURN", "PARK",
+                                "JUMP_TARGET")}
 EXPECT = re.compile(r"^(\S+): expect pid=(\d+)(?: image=(\w+))?((?: \w+=\d+)+)$")
 THREAD = re.compile(r"^workload: thread pid=\d+ tid=(\d+) .*?((?: \w+=\d+)+)$")
 
@@ -75,6 +76,90 @@ def read_mem(pid, addr, n):
     with open(f"/proc/{pid}/mem", "rb") as f:
         f.seek(addr)
         return f.read(n)
+
+
+def armed(pid, addr):
+    """Does ptss's probe sit at ADDR in PID: an int3 (trap probe) or a jmp (jump probe)?"""
+    return read_mem(pid, addr, 1) in (b"\xcc", b"\xe9")
+
+
+def symbol_addr(binary, pid, name):
+    """Runtime address of `name` (from nm) in process pid, which maps binary (PIE or not)."""
+    nm = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
+    off = int(next(l.split()[0] for l in nm.splitlines() if l.endswith(" " + name)), 16)
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        if len(f) >= 6 and f[5] == os.path.realpath(binary) and f[2] == "00000000":
+            base = int(f[0].split("-")[0], 16)
+            return off if off >= base else base + off
+    fail(f"{binary} is not mapped in {pid}")
+
+
+def wait_until(cond, what, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    fail(f"timed out waiting for {what}")
+
+
+def attach(pid, probes, extra=()):
+    """Starts ptss -p; returns (process, report file)."""
+    out = tempfile.NamedTemporaryFile("r", suffix=".json")
+    tr = subprocess.Popen([*PTSS_CMD, "trace", "-q", "--format", "json", "-o", out.name, *extra,
+                           "-p", str(pid), *probes], stderr=subprocess.PIPE, text=True)
+    return tr, out
+
+
+class Target:
+    """ptrace_target driven line by line on stdin/stdout, alone or started by ptss."""
+
+    def __init__(self, ptss_args=None):
+        self.report = tempfile.NamedTemporaryFile("r", suffix=".json")
+        cmd = [T["PTRACE_TARGET"], "2"]
+        if ptss_args is not None:
+            cmd = [*PTSS_CMD, "trace", "-q", "--format", "json", "-o", self.report.name,
+                   *ptss_args, "probe_me", "--", *cmd]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.expect("ready 2")
+
+    def expect(self, want):
+        line = self.p.stdout.readline().strip()
+        check(line == want, f"target said {line!r}, expected {want!r} (status {self.p.poll()})")
+
+    def say(self, line, *answers):
+        self.p.stdin.write(line + "\n")
+        for a in answers:
+            self.expect(a)
+
+    def finish(self):
+        """quit: the target exits 0; returns (ptss's stderr, report) when ptss started it."""
+        self.p.stdin.write("quit\n")
+        out, err = self.p.communicate(timeout=120)
+        check(self.p.returncode == 0, f"status {self.p.returncode}: {err}")
+        text = open(self.report.name).read()
+        return err, json.loads(text) if text.strip() else None
+
+
+def attached(tgt):
+    """Attaches ptss -p to a Target; returns (ptss process, report file)."""
+    tr, out = attach(tgt.p.pid, ["probe_me"])
+    addr = symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me")
+    wait_until(lambda: armed(tgt.p.pid, addr) or tr.poll() is not None, "ptss to arm")
+    if tr.poll() is not None:
+        fail(f"ptss ended early: {tr.stderr.read()}")
+    return tr, out
+
+
+def detach(tr, out):
+    tr.send_signal(signal.SIGINT)
+    err = tr.communicate(timeout=60)[1]
+    check(tr.returncode == 0, f"ptss exit status {tr.returncode}: {err}")
+    rep = json.loads(open(out.name).read())
+    out.close()
+    return err, rep
 
 
 def main(scenarios):

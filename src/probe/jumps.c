@@ -1,0 +1,327 @@
+/*
+ * Optimized sites: where a site allows it (x86/jump.c decides), the int3 gives way to a
+ * jmp into a trampoline that counts the hit in the target's own memory and runs the
+ * displaced instructions: no signal, no stop, no system call per hit. Counts live in a
+ * data area that the tracer's view maps too: it reads them live, without stopping the
+ * target. Which row a thread counts in: keys.c.
+ *
+ * A miss (a thread not keyed yet) traps to the tracer only while the tracer lives: the
+ * alive word is a robust futex the tracer holds, cleared by the kernel when the tracer
+ * dies, even of SIGKILL. Then misses count nothing and the target runs on, its
+ * trampolines still mapped.
+ *
+ * Patching happens with every thread of the process stopped, none of them inside the
+ * bytes to replace (past their first): a thread there keeps the site an int3 until the
+ * next placement. No thread is ever left inside a trampoline: before a signal is
+ * delivered, and at detach, it is single-stepped out or put back at the site
+ * (unwind.c), so no signal frame holds a trampoline's address and the trampolines are
+ * unmapped at detach.
+ */
+#define _GNU_SOURCE
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/ptrace.h>
+
+#ifndef HWCAP2_FSGSBASE
+#define HWCAP2_FSGSBASE (1 << 1)
+#endif
+
+enum {
+	TRAMP_SIZE = 256,    /* bytes per trampoline: a ptss entry of the area */
+	AREA_SIZE = 1 << 20, /* an area's reservation */
+};
+/* How far from a site its trampoline's area may start: the whole area within rel32. */
+#define REACH ((1ull << 31) - 2 * AREA_SIZE)
+
+/* ---- optimizing -------------------------------------------------------------------- */
+
+/* The row's reason for staying a trap, kept from its first site that gave one. */
+static void keep_trap(struct site *s, const char *why)
+{
+	s->jump_tried = true;
+	if (s->row && !s->row->trap_why)
+		s->row->trap_why = strdup(why);
+}
+
+static struct jumps *jumps_create(struct process *p, struct thread *by, char *why, size_t len)
+{
+	struct jumps *j = calloc(1, sizeof(*j));
+	if (!j)
+		abort();
+	ptss_space_ptrace_use_thread(p->space, by->tid);
+	void *view;
+	int err = ptss_space_ptrace_map_data(p->space, JUMPS_DATA_SIZE, &j->data, &view);
+	if (err) {
+		const char *refusal = ptss_space_ptrace_refusal(p->space);
+		snprintf(why, len, "cannot map the counters: %s", refusal ? refusal : strerror(-err));
+		free(j);
+		return NULL;
+	}
+	j->view = view;
+	j->size = JUMPS_DATA_SIZE;
+	/* The alive word: held by this thread for the tracer's life, let go by the kernel if
+	 * the tracer dies (a robust mutex whose owner died: its tid bits cleared). */
+	pthread_mutex_t *m = (pthread_mutex_t *)(j->view + JUMPS_ALIVE_OFF);
+	pthread_mutexattr_t a;
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	pthread_mutex_lock(m);
+	j->alive = m;
+	return j;
+}
+
+/* A new area of trampolines placed within reach of addr. */
+static struct jump_area *area_new(struct process *p, struct thread *by, uint64_t addr, char *why, size_t len)
+{
+	struct jumps *j = p->jumps;
+	struct ptss_opts o = PTSS_OPTS(.entry_size = TRAMP_SIZE, .reserve_size = AREA_SIZE);
+	ptss_space *space = ptss_space_ptrace_new(p->pid, by->tid);
+	ptss_proc *code = space ? ptss_proc_new(space, &o) : NULL;
+	if (!code) {
+		snprintf(why, len, "cannot make a trampoline area: %s", strerror(errno));
+		ptss_space_free(space);
+		return NULL;
+	}
+	ptss_space_ptrace_near(space, addr > REACH + 0x10000 ? addr - REACH : 0x10000, addr + REACH);
+	j->areas = realloc(j->areas, (j->nareas + 1) * sizeof(*j->areas));
+	if (!j->areas)
+		abort();
+	j->areas[j->nareas] = (struct jump_area){ space, code };
+	return &j->areas[j->nareas++];
+}
+
+/* s's trampoline in an area (an existing one within reach, else a new one): written in
+ * the area, not yet jumped to. 0, or -errno with why. */
+static int tramp_place(struct process *p, struct thread *by, struct site *s, const struct jump_data *d,
+		       char *why, size_t len)
+{
+	struct jumps *j = p->jumps;
+	for (size_t a = 0;; a++) {
+		bool fresh = a == j->nareas;
+		if (fresh && !area_new(p, by, s->addr, why, len))
+			return -ENOMEM;
+		struct jump_area *area = &j->areas[a];
+		ptss_space_ptrace_use_thread(area->space, by->tid);
+		ptss_entry *e = ptss_claim(area->code);
+		if (!e && !fresh)
+			continue;
+		if (!e) {
+			const char *refusal = ptss_space_ptrace_refusal(area->space);
+			snprintf(why, len, "no room for a trampoline within 2 GiB of the site: %s",
+				 refusal ? refusal : strerror(errno));
+			return -ENOMEM;
+		}
+		uint64_t at = ptss_entry_addr(area->code, e);
+		uint8_t patch[JUMP_COVER_MAX];
+		int err = jump_patch_bytes(&s->jump, at, patch);
+		if (!err)
+			err = jump_tramp_write(&s->jump, d, at, ptss_entry_view(area->code, e), TRAMP_SIZE,
+					       &s->tramp, why, len);
+		else
+			snprintf(why, len, "its trampoline is out of reach of a jump");
+		if (!err) {
+			s->tramp_addr = at;
+			return 0;
+		}
+		ptss_release(area->code, e);
+		if (fresh)
+			return err;
+	}
+}
+
+/* The function's code around s, read from the target, planned by jump_plan_make. */
+static int plan_site(struct process *p, struct site *s, char *why, size_t len)
+{
+	const struct site_fn *fn = &s->fn;
+	if (!fn->size || s->addr < fn->addr || s->addr >= fn->addr + fn->size || fn->size > (1u << 20)) {
+		snprintf(why, len, "the function's size is unknown");
+		return -ENOTSUP;
+	}
+	struct jump_code parts[2];
+	size_t n = 0;
+	uint8_t *main_part = malloc(fn->size), *cold = NULL;
+	if (!main_part)
+		abort();
+	int err = -EFAULT;
+	if (mem_read(p, fn->addr, main_part, fn->size)) {
+		snprintf(why, len, "cannot read the function's code");
+		goto out;
+	}
+	main_part[s->addr - fn->addr] = s->orig; /* our int3 is there */
+	parts[n++] = (struct jump_code){ fn->addr, main_part, fn->size };
+	if (fn->cold_size && fn->cold_size <= (1u << 20) && (cold = malloc(fn->cold_size)) &&
+	    !mem_read(p, fn->cold_addr, cold, fn->cold_size))
+		parts[n++] = (struct jump_code){ fn->cold_addr, cold, fn->cold_size };
+	const uint8_t *code = main_part + (s->addr - fn->addr);
+	size_t avail = fn->addr + fn->size - s->addr;
+	err = jump_plan_make(&s->jump, s->addr, code, avail, parts, n, why, len);
+	if (!err)
+		memcpy(s->saved, code, s->jump.len);
+out:
+	free(main_part);
+	free(cold);
+	return err;
+}
+
+/* Where p's threads are, or resume when their entry is done: none may be inside a patch. */
+static uint64_t *thread_places(const struct tracer *t, const struct process *p, size_t *n)
+{
+	uint64_t *at = malloc(2 * ((size_t)p->nthreads + 1) * sizeof(*at));
+	if (!at)
+		abort();
+	*n = 0;
+	for (size_t i = 0; i < t->tcap; i++) {
+		const struct thread *th = t->threads[i];
+		struct user_regs_struct regs;
+		if (!th || th->proc != p || *n + 2 > 2 * ((size_t)p->nthreads + 1) ||
+		    ptrace(PTRACE_GETREGS, th->tid, 0, &regs))
+			continue;
+		at[(*n)++] = regs.rip;
+		if (th->in_entry)
+			at[(*n)++] = th->hit.resume;
+	}
+	return at;
+}
+
+static void optimize_site(struct process *p, struct thread *by, struct site *s, const uint64_t *places,
+			  size_t nplaces)
+{
+	char why[256];
+	struct jumps *j = p->jumps;
+	if (plan_site(p, s, why, sizeof(why))) {
+		keep_trap(s, why);
+		return;
+	}
+	for (size_t i = 0; i < nplaces; i++)
+		if (places[i] > s->addr && places[i] < s->addr + s->jump.len)
+			return; /* a thread is inside: not now, tried again at the next placement */
+	if (j->ncols == JUMPS_MAX_COLS) {
+		snprintf(why, sizeof(why), "more than %d jump probes in one process", JUMPS_MAX_COLS);
+		keep_trap(s, why);
+		return;
+	}
+	struct jump_data d = { .base = j->data, .alive_off = JUMPS_ALIVE_OFF,
+			       .table_off = JUMPS_TABLE_OFF, .table_bits = JUMPS_TABLE_BITS,
+			       .counts_off = JUMPS_COUNTS_OFF, .row_bytes = JUMPS_ROW_BYTES,
+			       .col = j->ncols };
+	uint8_t patch[JUMP_COVER_MAX];
+	if (tramp_place(p, by, s, &d, why, sizeof(why))) {
+		keep_trap(s, why);
+		return;
+	}
+	jump_patch_bytes(&s->jump, s->tramp_addr, patch);
+	if (mem_write(p, s->addr, patch, s->jump.len)) {
+		keep_trap(s, "cannot write the jump");
+		return;
+	}
+	j->rows = realloc(j->rows, (j->ncols + 1) * sizeof(*j->rows));
+	if (!j->rows)
+		abort();
+	j->rows[j->ncols] = s->row;
+	s->col = j->ncols++;
+	s->jumped = s->jump_tried = true;
+	s->row->jumped = true;
+}
+
+void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool all_stopped)
+{
+	bool any = false;
+	for (size_t i = 0; i < p->nsites; i++)
+		any |= !p->sites[i].internal && !p->sites[i].jump_tried;
+	if (!any)
+		return;
+	char why[256] = "";
+	if (t->opts.no_optimize)
+		snprintf(why, sizeof(why), "jump probes are off (no_optimize)");
+	else if (t->opts.no_scratch)
+		snprintf(why, sizeof(why), "no scratch at all (no_scratch)");
+	else if (!(getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE))
+		snprintf(why, sizeof(why), "this CPU or kernel has no rdfsbase (FSGSBASE)");
+	else if (!p->jumps)
+		p->jumps = jumps_create(p, by, why, sizeof(why));
+	if (why[0]) {
+		for (size_t i = 0; i < p->nsites; i++)
+			if (!p->sites[i].internal && !p->sites[i].jump_tried)
+				keep_trap(&p->sites[i], why);
+		return;
+	}
+	bool held = !all_stopped && p->nthreads > 1;
+	if (held)
+		hold_others(t, by);
+	size_t nplaces;
+	uint64_t *places = thread_places(t, p, &nplaces);
+	for (size_t i = 0; i < p->nsites; i++)
+		if (!p->sites[i].internal && !p->sites[i].jump_tried)
+			optimize_site(p, by, &p->sites[i], places, nplaces);
+	free(places);
+	/* Every thread keyed while it is stopped. */
+	for (size_t i = 0; i < t->tcap; i++) {
+		struct thread *th = t->threads[i];
+		struct user_regs_struct regs;
+		if (th && th->proc == p && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs))
+			jumps_thread_seen(t, th, regs.fs_base);
+	}
+	if (held)
+		release_others(t, by);
+}
+
+/* ---- letting go -------------------------------------------------------------------- */
+
+void jumps_disarm(struct tracer *t, struct process *p, struct thread *by)
+{
+	struct jumps *j = p->jumps;
+	if (!j)
+		return;
+	for (size_t i = 0; i < p->nsites; i++) { /* the bytes back first: no hit after this */
+		struct site *s = &p->sites[i];
+		if (s->jumped)
+			mem_write(p, s->addr, s->saved, s->jump.len);
+		s->jumped = false;
+	}
+	for (size_t i = 0; i < t->tcap; i++) /* the counts into the tracer's own */
+		if (t->threads[i] && t->threads[i]->proc == p)
+			count_fold_jumps(t, t->threads[i]);
+	ptss_space_ptrace_use_thread(p->space, by->tid);
+	if (ptss_space_ptrace_unmap_data(p->space, j->data, j->size, NULL))
+		scratch_pages_left(t, p->pid, ptss_space_ptrace_refusal(p->space));
+	for (size_t a = 0; a < j->nareas; a++) {
+		ptss_space_ptrace_use_thread(j->areas[a].space, by->tid);
+		ptss_proc_free(j->areas[a].code); /* unmaps the area: one injection */
+		j->areas[a].code = NULL;
+	}
+	process_drop_jumps(t, p);
+}
+
+void jumps_fork(struct tracer *t, struct process *p, pid_t tid, struct process *child)
+{
+	struct jumps *j = p->jumps;
+	if (!j)
+		return;
+	if (child) { /* followed: its sites int3s again, optimized anew in an area of its own */
+		uint8_t int3 = 0xcc;
+		for (size_t i = 0; i < child->nsites; i++) {
+			struct site *s = &child->sites[i];
+			if (s->jumped && (mem_write(child, s->addr, s->saved, s->jump.len) ||
+					  mem_write(child, s->addr, &int3, 1)))
+				say_error(t, "child %d: cannot restore the probe at 0x%llx", (int)tid,
+					  (unsigned long long)s->addr);
+			s->jumped = s->jump_tried = false;
+		}
+	}
+	ptss_space *cs = ptss_space_ptrace_new(tid, tid);
+	bool left = !cs || ptss_space_ptrace_unmap_data(cs, j->data, j->size, NULL);
+	for (size_t a = 0; cs && a < j->nareas; a++)
+		left |= ptss_fork(j->areas[a].code, cs) != 0;
+	if (left)
+		scratch_pages_left(t, tid, cs ? ptss_space_ptrace_refusal(cs) : NULL);
+	ptss_space_free(cs);
+}
