@@ -316,6 +316,7 @@ bool trap_is_miss(const struct site *s, const struct user_regs_struct *regs);
 
 /* place.c */
 int place_probes(struct tracer *t, struct process *p, bool fatal); /* fatal: errors end the trace */
+int auxv_value(pid_t pid, uint64_t type, uint64_t *value); /* /proc/PID/auxv; -1: none */
 
 /* process.c */
 struct process *process_new(struct tracer *t, pid_t pid);

@@ -25,7 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
+#include <elf.h>
 #include <sys/ptrace.h>
 
 #ifndef HWCAP2_FSGSBASE
@@ -240,11 +240,12 @@ void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool
 	if (!any)
 		return;
 	char why[256] = "";
+	uint64_t hwcap2 = 0; /* the target's: what its kernel lets it run */
 	if (t->opts.no_optimize)
 		snprintf(why, sizeof(why), "jump probes are off (no_optimize)");
 	else if (t->opts.no_scratch)
 		snprintf(why, sizeof(why), "no scratch at all (no_scratch)");
-	else if (!(getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE))
+	else if (auxv_value(p->pid, AT_HWCAP2, &hwcap2) || !(hwcap2 & HWCAP2_FSGSBASE))
 		snprintf(why, sizeof(why), "this CPU or kernel has no rdfsbase (FSGSBASE)");
 	else if (!p->jumps)
 		p->jumps = jumps_create(p, by, why, sizeof(why));

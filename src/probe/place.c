@@ -22,8 +22,9 @@ static int arm_internal(struct tracer *t, struct process *p, uint64_t addr)
 }
 
 /* A value of /proc/PID/auxv: AT_ENTRY, where the program starts once ld.so is done;
- * AT_BASE, where ld.so was loaded (0: the program has no interpreter). -1 when unknown. */
-static int auxv_value(pid_t pid, uint64_t type, uint64_t *value)
+ * AT_BASE, where ld.so was loaded (0: the program has no interpreter); AT_HWCAP2. -1
+ * when unknown. */
+int auxv_value(pid_t pid, uint64_t type, uint64_t *value)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/auxv", (int)pid);

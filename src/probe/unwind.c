@@ -1,6 +1,7 @@
 /*
- * Taking a thread out of its entry, back into the original code: before a signal is
- * delivered to it (so that a handler's own hit can reuse the entry), and at detach.
+ * Taking a thread out of its entry or its trampoline, back into the original code: before
+ * a signal is delivered to it (so that a handler's own hit can reuse the entry, and no
+ * signal frame holds a trampoline's address), and at detach.
  *
  * A hit counts once its displaced instruction is sure to run. That is decided here: a
  * thread unwound before the instruction ran did not make the hit. Whatever the program
@@ -41,9 +42,8 @@ static void uncount(struct tracer *t, struct thread *th, const struct site *s)
 }
 
 /* One single-step of th: 0 done, a signal number for a fault on the way, -1 gone. */
-static int step(struct tracer *t, struct thread *th)
+static int step(struct thread *th)
 {
-	(void)t;
 	if (ptrace(PTRACE_SINGLESTEP, th->tid, 0, 0))
 		return -1;
 	for (;;) {
@@ -67,6 +67,9 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 	struct site *s = site_of_tramp(th->proc, regs->rip);
 	if (!s)
 		return false;
+	/* The signal to deliver keeps its siginfo: the steps' traps replace the stop's own. */
+	siginfo_t si;
+	bool have_si = sig && *sig && !ptrace(PTRACE_GETSIGINFO, th->tid, 0, &si);
 	/* Nothing but a fault may interrupt the steps: the signals wait, blocked. */
 	uint64_t mask, all = ~0ull;
 	bool masked = !ptrace(PTRACE_GETSIGMASK, th->tid, sizeof(mask), &mask) &&
@@ -81,7 +84,7 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 			break;
 		}
 		uint64_t before = regs->rip;
-		int r = step(t, th);
+		int r = step(th);
 		if (r < 0 || ptrace(PTRACE_GETREGS, th->tid, 0, regs))
 			break;
 		if (r == 0 && before == s->tramp_addr + s->tramp.trap) {
@@ -96,12 +99,15 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 				uncount(t, th, s);
 			} else if (sig) {
 				*sig = r;
+				have_si = false;
 			}
 			break;
 		}
 	}
 	if (masked)
 		ptrace(PTRACE_SETSIGMASK, th->tid, sizeof(mask), &mask);
+	if (have_si)
+		ptrace(PTRACE_SETSIGINFO, th->tid, 0, &si);
 	return true;
 }
 
@@ -109,20 +115,19 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 void signal_deliver(struct tracer *t, struct thread *th, int sig)
 {
 	struct user_regs_struct regs;
-	if (th->in_entry && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
+	if ((th->in_entry || th->proc->jumps) && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs)) {
 		uint64_t before = regs.rip;
-		if (hit_unwind(t, th, &regs, false)) {
+		if (hit_unwind(t, th, &regs, false))
 			ptrace(PTRACE_SETREGS, th->tid, 0, &regs);
-			/* A fault in the entry names the entry: name the original instruction. */
-			siginfo_t si;
-			if ((sig == SIGILL || sig == SIGFPE || sig == SIGTRAP) &&
-			    !ptrace(PTRACE_GETSIGINFO, th->tid, 0, &si) && (uint64_t)si.si_addr == before) {
-				si.si_addr = (void *)regs.rip;
-				ptrace(PTRACE_SETSIGINFO, th->tid, 0, &si);
-			}
+		else
+			jumps_leave(t, th, &regs, false, &sig);
+		/* A fault out of line names where it ran: name the original instruction. */
+		siginfo_t si;
+		if (regs.rip != before && (sig == SIGILL || sig == SIGFPE || sig == SIGTRAP) &&
+		    !ptrace(PTRACE_GETSIGINFO, th->tid, 0, &si) && (uint64_t)si.si_addr == before) {
+			si.si_addr = (void *)regs.rip;
+			ptrace(PTRACE_SETSIGINFO, th->tid, 0, &si);
 		}
 	}
-	if (th->proc->jumps && !ptrace(PTRACE_GETREGS, th->tid, 0, &regs))
-		jumps_leave(t, th, &regs, false, &sig);
 	ptrace(PTRACE_CONT, th->tid, 0, sig);
 }

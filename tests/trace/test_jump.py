@@ -103,6 +103,18 @@ def threads_exact_per_thread():
           f"per-thread counts {per}, the threads made {said}")
 
 
+def signals_in_trampolines():
+    """SIGUSR1s queued to a thread running through a jump probe all the time: each is
+    delivered with its own siginfo, out of the trampoline, and the handler's own calls
+    are counted; the total exact."""
+    rc, out, err, rep = trace(["jt_plain"], [T["JUMP_TARGET"], "signals", "3000000"], timeout=300)
+    check(rc == 0, f"status {rc}: {out} {err}")
+    handled = int(out.split()[3])
+    check(handled > 0, f"no signal handled: {out}")
+    compare_counts(rep, expected(err), "signals", ["jt_plain"])
+    check(probe(rep, "jt_plain")["mode"] == "jump", "jt_plain is no jump probe")
+
+
 def live_interval():
     """--interval shows counts that grow while the target runs, read from shared memory."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
@@ -176,6 +188,7 @@ SCENARIOS = {
     "jump-no-optimize": no_optimize,
     "jump-threads-exact-per-thread": threads_exact_per_thread,
     "jump-live-interval": live_interval,
+    "jump-signals-in-trampolines": signals_in_trampolines,
     "jump-thread-inside-while-patching": thread_inside_while_patching,
     "jump-kill9-leaves-target-running": kill9_leaves_target_running,
 }

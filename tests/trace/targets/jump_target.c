@@ -8,6 +8,9 @@
  *                             on stdin (ptss attached meanwhile) does what `calls` does
  *   jump_target threads T N   T threads, each calling jt_plain N times
  *   jump_target loop SECONDS  calls jt_plain for that long, then prints how often
+ *   jump_target signals N     a thread calls jt_plain N times while the main thread
+ *                             queues it SIGUSR1s with a value (sigqueue); the handler
+ *                             checks its siginfo and calls jt_plain too
  *   jump_target spin          a thread runs jt_spin in a loop; commands on stdin:
  *                             "check" answers "ok" if every result was right, "quit"
  *
@@ -15,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +96,49 @@ static void *work(void *arg)
 }
 
 static volatile int spin_bad, spin_stop;
+static volatile long handled, bad_info;
+static volatile int loop_done;
+
+static void on_usr1(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if (si->si_code != SI_QUEUE || si->si_value.sival_int != 4242 || si->si_pid != getpid())
+		bad_info++;
+	jt_plain(handled++);
+}
+
+static void *call_loop(void *arg)
+{
+	long n = *(long *)arg;
+	for (long i = 0; i < n; i++)
+		if (jt_plain(i) != i * 3 + 1)
+			bad_info++;
+	loop_done = 1;
+	return NULL;
+}
+
+/* SIGUSR1s queued to a thread that spends its time in jt_plain's trampoline. */
+static int signals(long n)
+{
+	struct sigaction sa = { .sa_sigaction = on_usr1, .sa_flags = SA_SIGINFO | SA_RESTART };
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_t id;
+	pthread_create(&id, NULL, call_loop, &n);
+	long sent = 0;
+	union sigval v = { .sival_int = 4242 };
+	while (!loop_done) {
+		if (!pthread_sigqueue(id, SIGUSR1, v))
+			sent++;
+		usleep(200);
+	}
+	pthread_join(id, NULL);
+	char line[96];
+	snprintf(line, sizeof(line), "jt_plain=%ld", n + handled);
+	expect(line);
+	printf("sent %ld handled %ld bad %ld\n", sent, handled, bad_info);
+	return bad_info ? 1 : 0;
+}
 
 static void *spin(void *arg)
 {
@@ -109,6 +156,8 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!strcmp(mode, "calls"))
 		return calls(n);
+	if (!strcmp(mode, "signals"))
+		return signals(n);
 	if (!strcmp(mode, "far")) {
 		fill_below((uint64_t)(uintptr_t)&jt_plain + (9ull << 28)); /* 2.25 GiB above */
 		printf("ready\n");
