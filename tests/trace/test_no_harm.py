@@ -111,7 +111,7 @@ def defect1_attach_while_threads_born():
         for task in os.listdir(f"/proc/{c.p.pid}/task"):
             try:
                 status = open(f"/proc/{c.p.pid}/task/{task}/status").read()
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):  # the thread is gone meanwhile
                 continue
             tracer = re.search(r"TracerPid:\s+(\d+)", status).group(1)
             check(tracer in (me, "0") , f"thread {task} traced by {tracer}")
