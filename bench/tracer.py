@@ -3,13 +3,15 @@
 
 1. Per-hit cost: bench_hit_target N (a loop calling the noinline bench_hit N times) run
    untraced and under `ptss trace` (its default, the jump path: optimized probes),
-   `ptss trace --no-optimize` (the int3 path: a ptrace stop per hit), `uftrace record -P`
-   (in-process dynamic patching), `ltrace -x`, kernel uprobes through bpftrace and gdb (a
-   breakpoint whose commands count and continue), side by side in each round, in an order
-   rotated round by round. Each tool is run twice per round: as a user would run it (the
-   scheduler places tracer and target) and with both pinned to one CPU. Every tool runs
-   the copy of the target built with -fpatchable-function-entry=5 (what uftrace -P needs
-   without capstone) where it works on it. Hit counts are checked against N. In the same
+   `ptss trace --no-optimize` (the int3 path: a ptrace stop per hit), `ptss trace --latency`
+   (every call timed: a stop at the entry and one at the return, on the trap row's target
+   and N), `uftrace record -P` (in-process dynamic patching), `ltrace -x`, kernel uprobes
+   through bpftrace and gdb (a breakpoint whose commands count and continue), side by side
+   in each round, in an order rotated round by round. Each tool is run twice per round: as
+   a user would run it (the scheduler places tracer and target) and with both pinned to
+   one CPU. Every tool runs the copy of the target built with -fpatchable-function-entry=5
+   (what uftrace -P needs without capstone) where it works on it. Hit counts are checked
+   against N (and --latency's calls timed, its JSON latency.count). In the same
    rounds, ptss's default path traces the target's loop split over 1 and over 2 threads
    (bench_hit_target N T), free placement only: the cost each thread pays per call.
 2. The cost of one injected system call, and 3. enable and fork clean-up against the
@@ -44,22 +46,28 @@ QUICK = {"rounds": 3, "n": {"ptss": 200000, "ptss_trap": 20000, "uftrace": 20000
                             "uprobes": 20000, "uprobes_plain": 20000, "ltrace": 2000,
                             "gdb": 300},
          "inject_k": 100, "inject_rounds": 5, "fork_reps": 3}
+for _cfg in (FULL, QUICK):  # --latency runs on the trap path: the trap row's N, to compare
+    _cfg["n"]["ptss_latency"] = _cfg["n"]["ptss_trap"]
 FORK_PAGES = [1, 10, 100, 1000, 4096]
-# "ptss": `ptss trace` as it runs by default (the jump path); "ptss_trap": the int3 path.
+# "ptss": `ptss trace` as it runs by default (the jump path); "ptss_trap": the int3 path;
+# "ptss_latency": `ptss trace --latency`, every call timed: int3 at the entry and the returns.
 # "uprobes_plain": uprobes on the plain target, whatever the others run: on the patchable
 # copy the probed instruction is a nop, which the kernel emulates instead of single-stepping.
-TOOLS = ["ptss", "ptss_trap", "uftrace", "uprobes", "uprobes_plain", "ltrace", "gdb"]
+PTSS = ["ptss", "ptss_trap", "ptss_latency"]
+TOOLS = PTSS + ["uftrace", "uprobes", "uprobes_plain", "ltrace", "gdb"]
 LABEL = {"untraced": "untraced (the loop itself)", "ptss": "ptss trace (jump)",
-         "ptss_trap": "ptss trace --no-optimize (trap)", "uftrace": "uftrace record -P",
-         "uprobes": "uprobes (bpftrace)", "uprobes_plain": "uprobes (bpftrace), plain target",
-         "ltrace": "ltrace -x", "gdb": "gdb breakpoint"}
+         "ptss_trap": "ptss trace --no-optimize (trap)", "ptss_latency": "ptss trace --latency",
+         "uftrace": "uftrace record -P", "uprobes": "uprobes (bpftrace)",
+         "uprobes_plain": "uprobes (bpftrace), plain target", "ltrace": "ltrace -x",
+         "gdb": "gdb breakpoint"}
 UPROBES = ("uprobes", "uprobes_plain")
 SHORT = {"untraced": "untraced", "ptss": "ptss jump", "ptss_trap": "ptss trap",
-         "uftrace": "uftrace -P", "uprobes": "uprobes", "uprobes_plain": "uprobes, plain target",
-         "ltrace": "ltrace -x", "gdb": "gdb"}  # the plot's
+         "ptss_latency": "ptss --latency", "uftrace": "uftrace -P", "uprobes": "uprobes",
+         "uprobes_plain": "uprobes, plain target", "ltrace": "ltrace -x", "gdb": "gdb"}  # the plot's
 # Where ptss has no --no-optimize, its default is the trap path: run as "ptss_trap".
 TRAP_ONLY_LABEL = "ptss trace (trap: this build has no --no-optimize)"
 NO_JUMP_WHY = "this build has no --no-optimize"
+NO_LATENCY_WHY = "this build has no --latency"
 PLACEMENTS = ["free", "pinned"]
 THREADS = [1, 2]  # the threaded runs of ptss's default path
 LOOP_RE = re.compile(r"(\d+) calls, sum \d+, loop_ns (\d+)")
@@ -148,7 +156,9 @@ class Tools:
             f.write(GDB_SCRIPT)
         self.ptss_out = os.path.join(tmp, "ptss.json")
         self.uftrace_dir = os.path.join(tmp, "uftrace.data")
-        self.no_optimize = self.has_no_optimize()
+        options = self.trace_options()
+        self.no_optimize = "--no-optimize" in options
+        self.latency = "--latency" in options
         self.label = dict(LABEL)
         if not self.no_optimize:
             self.label["ptss_trap"] = TRAP_ONLY_LABEL
@@ -157,10 +167,11 @@ class Tools:
         self.binary = {}  # tool: the target it runs
         self.binary_why = {}  # tool: why it runs a target other than the first choice
 
-    def has_no_optimize(self):
+    def trace_options(self):
+        """`ptss trace --help`: the options this build has ("" if it is not built)."""
         if not os.access(self.ptss, os.X_OK):
-            return False
-        return "--no-optimize" in run([self.ptss, "trace", "--help"], timeout=30)[1]
+            return ""
+        return run([self.ptss, "trace", "--help"], timeout=30)[1]
 
     @property
     def thread_tool(self):
@@ -173,12 +184,13 @@ class Tools:
         hit = [target or self.binary[tool], str(n)] + ([str(threads)] if threads else [])
         if tool == "untraced":
             return hit
-        if tool in ("ptss", "ptss_trap"):
+        if tool in PTSS:
             # The report goes to a file (read for the count); -q: no messages.
             if os.path.exists(self.ptss_out):
                 os.unlink(self.ptss_out)
-            trap = ["--no-optimize"] if tool == "ptss_trap" and self.no_optimize else []
-            return ([self.ptss, "trace", "-q"] + trap
+            path = {"ptss_trap": ["--no-optimize"] if self.no_optimize else [],
+                    "ptss_latency": ["--latency"]}.get(tool, [])
+            return ([self.ptss, "trace", "-q"] + path
                     + ["--format", "json", "-o", self.ptss_out, "bench_hit", "--"] + hit)
         if tool == "uftrace":
             # --no-libcall: bench_hit only, as the other tools (no PLT hooks on libc).
@@ -195,25 +207,34 @@ class Tools:
         raise ValueError(tool)
 
     def result(self, tool, out):
-        """(the hits the tracer saw in the run whose output is out, None if unknown; the
-        modes ptss's JSON report gives its bench_hit probes, None if it gives none)."""
-        if tool in ("ptss", "ptss_trap"):
-            return self.ptss_report()
+        """(the hits the tracer saw in the run whose output is out, None if unknown; what
+        else ptss's JSON report says of them, {} for the other tools: see ptss_report)."""
+        if tool in PTSS:
+            return self.ptss_report(timed=tool == "ptss_latency")
         if tool == "uftrace":
-            return self.uftrace_count(), None
+            return self.uftrace_count(), {}
         if tool == "ltrace":  # -o /dev/null: ltrace_count runs ltrace -c for its count
-            return None, None
+            return None, {}
         m = re.search(r"^@n: (\d+)" if tool in UPROBES else r"gdb-hits (\d+)", out, re.M)
-        return (int(m.group(1)) if m else None), None
+        return (int(m.group(1)) if m else None), {}
 
-    def ptss_report(self):
+    def ptss_report(self, timed=False):
+        """(bench_hit's hits, None if the report cannot be read; {"modes": the probe modes,
+        None if the report gives none}, and with timed (--latency) "timed": the calls timed
+        entry to return (latency.count, None if absent) and "latency_ns": ptss's own p50
+        and p99 of them)."""
         try:
             with open(self.ptss_out) as f:
                 probes = [p for p in json.load(f)["probes"] if p["probe"].endswith(":bench_hit")]
             hits = sum(p["hits"] for p in probes)
         except (OSError, ValueError, KeyError, TypeError):
-            return None, None
-        return hits, sorted({p["mode"] for p in probes if "mode" in p}) or None
+            return None, {}
+        info = {"modes": sorted({p["mode"] for p in probes if "mode" in p}) or None}
+        if timed:  # bench_hit is one function: one probe
+            lat = (probes[0].get("latency") or {}) if len(probes) == 1 else {}
+            info["timed"] = lat.get("count")
+            info["latency_ns"] = {q: lat.get(f"{q}_ns") for q in ("p50", "p99")}
+        return hits, info
 
     def uftrace_count(self):
         """bench_hit's calls in `uftrace report` of the last run; its data is removed."""
@@ -245,9 +266,11 @@ class Tools:
 
     def missing(self, tool):
         """Why tool cannot run at all here, or None."""
-        if tool in ("ptss", "ptss_trap"):
+        if tool in PTSS:
             if not os.access(self.ptss, os.X_OK):
                 return f"{self.ptss} is not built"
+            if tool == "ptss_latency" and not self.latency:
+                return NO_LATENCY_WHY
             return NO_JUMP_WHY if tool == "ptss" and not self.no_optimize else None
         exe = "bpftrace" if tool in UPROBES else tool
         if not shutil.which(exe):
@@ -274,6 +297,8 @@ class Tools:
             why = self.missing(tool)
             failures = []
             targets = [self.plain] if tool == "uprobes_plain" else self.targets
+            if tool == "ptss_latency" and "ptss_trap" in self.binary:
+                targets = [self.binary["ptss_trap"]]  # its goal compares the two on one path
             for target in [] if why else targets:
                 fail = self.failure(tool, target)
                 if fail is None:
@@ -312,12 +337,12 @@ def hits_bench(tools, cfg, raw):
                     m = LOOP_RE.search(out)
                     if which == "untraced" and m is None:
                         raise SystemExit(f"tracer.py: the target failed: {out[-300:]}")
-                    count, modes = (n, None) if which == "untraced" else tools.result(which, out)
+                    count, info = (n, {}) if which == "untraced" else tools.result(which, out)
                     raw.append({"type": "hits", "round": r, "tool": which, "for": tool,
                                 "threads": threads, "placement": placement, "n": n,
                                 "per_thread": per_thread, "rc": rc, "wall_ns": wall * 1e9,
                                 "loop_ns": int(m.group(2)) if m else None,
-                                "count": count, "modes": modes})
+                                "count": count, **info})
         print(f"bench/run: tracer round {r + 1}/{cfg['rounds']} done", file=sys.stderr)
     if tools.available.get("ltrace"):
         n = cfg["n"]["ltrace"]
@@ -351,8 +376,9 @@ def inject_bench(build, cfg, raw):
 def per_hit_figures(raw):
     """Per hit, by (tool, threads, placement). Each traced run is paired with the untraced
     run just before it; a figure is what each thread paid per call: the loop's (or the
-    command's) added wall time over the calls one thread made. Also the untraced single
-    loop's own ns per call, by placement."""
+    command's) added wall time over the calls one thread made. A run counted right when
+    its hits, and with --latency its calls timed, are N. Also the untraced single loop's
+    own ns per call, by placement."""
     hits, prev, untraced = {}, {}, {}
     for rec in raw:
         if rec["type"] != "hits":
@@ -366,7 +392,7 @@ def per_hit_figures(raw):
         base = prev.get(key)
         h = hits.setdefault(key, {"n": rec["n"], "per_thread": rec["per_thread"], "loop": {},
                                   "wall": {}, "startup": {}, "failed": 0, "counted": set(),
-                                  "modes": set()})
+                                  "modes": set(), "latency_ns": {}})
         if not base or rec["loop_ns"] is None or rec["rc"] != 0:
             h["failed"] += 1
             continue
@@ -375,8 +401,11 @@ def per_hit_figures(raw):
         h["wall"][r] = (rec["wall_ns"] - base["wall_ns"]) / calls
         # What the whole command added besides the hits: start-up and tear-down.
         h["startup"][r] = (rec["wall_ns"] - base["wall_ns"]) - (rec["loop_ns"] - base["loop_ns"])
-        h["counted"].add(rec["count"] == rec["n"])
-        h["modes"].update(rec["modes"] or [])
+        h["counted"].add(rec["count"] == rec["n"] == rec.get("timed", rec["n"]))
+        h["modes"].update(rec.get("modes") or [])
+        for q, ns in (rec.get("latency_ns") or {}).items():  # ptss --latency's own figures
+            if ns is not None:
+                h["latency_ns"].setdefault(q, []).append(ns)
     ltc = next((r for r in raw if r["type"] == "ltrace_count"), None)
     for key, h in hits.items():
         if ltc and key[0] == "ltrace":  # ltrace -o /dev/null counts nothing: its -c run does
@@ -405,15 +434,18 @@ def per_hit_goals(a, raw, tools):
         return ("; ".join(f"{label[t]}: {tools.why[t]}" for t in ts if not tools.available.get(t))
                 or "no successful run")
 
-    def ratio_goal(name, num, den, limit):
-        """num / den per hit (loop), one row per placement measured."""
+    def ratio_goal(name, num, den, limit, why=None):
+        """num / den per hit (loop), one row per placement measured; limit None: shown for
+        reference, not judged (why says so)."""
         measure = f"{label[num]} / {label[den]} ns per hit (loop)"
+        target = "none" if limit is None else f"<= {limit:g}"
         rows = [(r["placement"], r["ratio"]) for r in a["ratios"]
                 if (r["num"], r["den"], r["measure"]) == (num, den, "loop")]
         for placement, r in rows:
-            goal(name, f"{measure}, {placement}", r, f"<= {limit:g}", r["median"] <= limit)
+            goal(name, f"{measure}, {placement}", r, target,
+                 None if limit is None else r["median"] <= limit, why)
         if not rows:
-            goal(name, measure, None, f"<= {limit:g}", None, why_not(num, den))
+            goal(name, measure, None, target, None, why_not(num, den))
 
     ratio_goal("per hit at most 1/5 of ltrace (the trap path)", "ptss_trap", "ltrace", 0.2)
     ratio_goal("added cost per call at most 1/10 of uftrace -P's", "ptss", "uftrace", 0.1)
@@ -436,6 +468,13 @@ def per_hit_goals(a, raw, tools):
         goal(name, measure, th["loop"], target, None, "the trap path, not judged: " + why_not("ptss"))
     else:
         goal(name, measure, None, target, None, why_not("ptss"))
+
+    # Issue 13. Per hit (loop) is already the cost added to the untraced loop.
+    # "adds at most 2x the cost of a plain entry probe": latency - entry <= 2 x entry.
+    ratio_goal("latency adds at most 2x a plain entry probe on the same path "
+               "(latency / entry <= 3)", "ptss_latency", "ptss_trap", 3)
+    ratio_goal("latency against uftrace -P (entry and exit timestamps too)", "ptss_latency",
+               "uftrace", None, "for reference, not judged: issue 13 sets no target")
     return goals
 
 
@@ -466,16 +505,21 @@ def analyse(raw, tools, cfg, mode):
                         "startup_ms": summary([v / 1e6 for v in h["startup"].values()]),
                         "failed_runs": h["failed"],
                         "count_ok": all(h["counted"]) if h["counted"] else None,
-                        "ptss_modes": sorted(h["modes"]) or None})
+                        "ptss_modes": sorted(h["modes"]) or None,
+                        "ptss_latency_ns": {q: summary(v) for q, v in h["latency_ns"].items()}
+                        or None})
     a["per_hit"] = per_hit
 
-    # ptss's two paths against every tool after them in TOOLS (the jump path against the
-    # trap path too), in the target's single loop.
+    # In the target's single loop: ptss's jump and trap paths against every other tool (the
+    # jump path against the trap path too); --latency against the trap path (the same
+    # stops, plus the returns') and against uftrace -P (which records entry and exit too).
+    others = [t for t in TOOLS if t not in PTSS]
     ratios = []
-    for num in ("ptss", "ptss_trap"):
+    for num, dens in (("ptss", ["ptss_trap"] + others), ("ptss_trap", others),
+                      ("ptss_latency", ["ptss_trap", "uftrace"])):
         for placement in PLACEMENTS:
             p = hits.get((num, 0, placement))
-            for den in TOOLS[TOOLS.index(num) + 1:]:
+            for den in dens:
                 o = hits.get((den, 0, placement))
                 for measure in ("loop", "wall") if p and o else ():
                     r = round_ratio(p, o, measure)
@@ -601,6 +645,12 @@ def markdown_hits(a):
     L.append("- Probe modes in ptss's JSON report: "
              + ("; ".join(f"{k}: {v}" for k, v in modes.items()) if modes
                 else "none (this build's report has no `mode`)") + ".")
+    for h in a["per_hit"]:
+        if h["ptss_latency_ns"]:
+            L.append(f"- {label[h['tool']]}, {h['placement']}: its own figures for bench_hit, "
+                     "entry to return, over the runs: "
+                     + ", ".join(f"{q} {span(v, 0)} ns" for q, v in h["ptss_latency_ns"].items())
+                     + " (each run's `latency.count` is checked = N with its hits).")
     if a["ltrace_c_count"]:
         c = a["ltrace_c_count"]
         L.append(f"- ltrace's own count (`ltrace -c -x bench_hit`, N = {c['n']}): {c['count']} calls.")

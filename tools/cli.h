@@ -36,12 +36,21 @@ struct settings {
 	size_t entry_size;     /* --entry-size; default 64 */
 	bool no_scratch;       /* --no-scratch: every hit takes the fallback (for comparison) */
 	bool no_optimize;      /* --no-optimize: trap probes only */
+	bool latency;          /* --latency: time every call (returns probed) */
+	bool events;           /* --events: a line per call as it returns (implies latency) */
 	bool verbose;          /* -v: why a probe is a trap probe */
 };
 
 /* settings.c */
 void settings_default(struct settings *s);
 int settings_parse(struct settings *s, int argc, char **argv); /* PTSS_EXIT_* or -1 to go on */
+
+/* events.c: --events, written by a thread of its own; events_stop gives the drops */
+struct events;
+struct events *events_start(FILE *out, enum trace_format format);
+void events_call(const struct ptss_trace_call *c, void *ctx); /* a ptss_tracer_call_fn */
+uint64_t events_stop(struct events *e);
+const char *events_duration(uint64_t ns, char *buf, size_t len); /* "12.3us" */
 
 /* report.c: the report of a snapshot; final: the end-of-run report in s's format, else a
  * live table */

@@ -99,13 +99,17 @@ static int status_exit(int status)
 }
 
 /* The run, after the target was got hold of: ptss's own status, or the command's. */
-static int trace_run(const struct settings *set, ptss_tracer *t, FILE *out)
+static int trace_run(const struct settings *set, ptss_tracer *t, FILE *out, struct events *ev)
 {
 	char sig[32];
 	struct ptss_run_opts ro = PTSS_RUN_OPTS(.duration = set->duration, .interval = set->interval,
 					       .tick = live_report, .tick_ctx = (void *)set);
 	/* ptss's own status: 0, or its first failure; it wins over the command's. */
 	int own = exit_of(ptss_tracer_run(t, &ro));
+	uint64_t dropped = events_stop(ev); /* every event out before the report */
+	if (dropped)
+		fprintf(stderr, "ptss: %llu events dropped: the output was slower than the calls\n",
+			(unsigned long long)dropped);
 	int status = 0, ended = 0;
 	if (set->pid)
 		ended = ptss_tracer_wait(t, &status) == 1;
@@ -155,11 +159,19 @@ static int trace_main(int argc, char **argv)
 		fprintf(stderr, "ptss: cannot write %s: %s\n", set.output, strerror(errno));
 		return PTSS_EXIT_USAGE;
 	}
+	ptss_tracer *t = NULL;
+	struct events *ev = NULL;
+	if (set.events && !(ev = events_start(out, set.format))) {
+		fprintf(stderr, "ptss: %s\n", strerror(errno));
+		rc = PTSS_EXIT_FAILURE;
+		goto out;
+	}
 	struct ptss_tracer_opts o = PTSS_TRACER_OPTS(.entry_size = set.entry_size, .follow = set.follow,
 						     .no_scratch = set.no_scratch,
-						     .no_optimize = set.no_optimize, .print = say,
-						     .print_ctx = &set);
-	ptss_tracer *t = ptss_tracer_new(&o);
+						     .no_optimize = set.no_optimize, .latency = set.latency,
+						     .on_call = ev ? events_call : NULL, .call_ctx = ev,
+						     .print = say, .print_ctx = &set);
+	t = ptss_tracer_new(&o);
 	if (!t) {
 		fprintf(stderr, "ptss: %s\n", strerror(errno));
 		rc = PTSS_EXIT_FAILURE;
@@ -179,10 +191,12 @@ static int trace_main(int argc, char **argv)
 	}
 	if ((rc = exit_of(err)))
 		goto out;
-	rc = trace_run(&set, t, out);
+	rc = trace_run(&set, t, out, ev);
+	ev = NULL;
 	out = NULL;
 out:
 	ptss_tracer_free(t);
+	events_stop(ev);
 	if (out && out != stderr)
 		fclose(out);
 	return rc;

@@ -17,8 +17,10 @@ static const char usage_text[] =
 	"no stop (a jump probe); elsewhere a breakpoint stops the thread, and its displaced\n"
 	"instruction runs out of line in the thread's own scratch entry (a trap probe).\n"
 	"\n"
-	"PROBE is FUNC (in the main executable) or MODULE:FUNC; MODULE is a path or a\n"
-	"library's short name as mapped (libc, liblzma); FUNC may be a glob (lzma_crc*).\n"
+	"PROBE is [MODULE:]FUNC[+OFF][(TYPE, ...)]: FUNC in the main executable, or in\n"
+	"MODULE, a path or a library's short name as mapped (libc, liblzma); FUNC may be a\n"
+	"glob (lzma_crc*). +OFF probes the instruction OFF bytes into FUNC. TYPEs format\n"
+	"the arguments for --events: int, uint, hex, ptr, str, char, bool (up to 6).\n"
 	"\n"
 	"  -p PID              attach to a running process and all its threads\n"
 	"  -f                  follow forked children and their execs\n"
@@ -27,6 +29,10 @@ static const char usage_text[] =
 	"  --interval SECONDS  print a live summary to stderr every SECONDS\n"
 	"  --duration SECONDS  detach after SECONDS\n"
 	"  --entry-size BYTES  scratch entry size, a power of two >= 16 (default 64)\n"
+	"  --latency           time every call, entry to return: count, min, p50, p99,\n"
+	"                      max and a histogram per probe (calls take the trap path)\n"
+	"  --events            a line per call as it returns: TID FUNC(ARGS) = RET <TIME>\n"
+	"                      (JSON lines with --format json); implies --latency\n"
 	"  --no-optimize       trap probes only: every hit stops the thread (to compare)\n"
 	"  --no-scratch        map no scratch: every hit stops the process and single-steps\n"
 	"                      (slow; to compare, or where nothing may be mapped)\n"
@@ -73,7 +79,7 @@ void settings_default(struct settings *s)
 int settings_parse(struct settings *s, int argc, char **argv)
 {
 	enum { OPT_FORMAT = 256, OPT_INTERVAL, OPT_DURATION, OPT_ENTRY_SIZE, OPT_NO_SCRATCH,
-	       OPT_NO_OPTIMIZE };
+	       OPT_NO_OPTIMIZE, OPT_LATENCY, OPT_EVENTS };
 	static const struct option longopts[] = {
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "interval", required_argument, NULL, OPT_INTERVAL },
@@ -81,6 +87,8 @@ int settings_parse(struct settings *s, int argc, char **argv)
 		{ "entry-size", required_argument, NULL, OPT_ENTRY_SIZE },
 		{ "no-scratch", no_argument, NULL, OPT_NO_SCRATCH },
 		{ "no-optimize", no_argument, NULL, OPT_NO_OPTIMIZE },
+		{ "latency", no_argument, NULL, OPT_LATENCY },
+		{ "events", no_argument, NULL, OPT_EVENTS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -131,6 +139,8 @@ int settings_parse(struct settings *s, int argc, char **argv)
 			break;
 		case OPT_NO_SCRATCH: s->no_scratch = true; break;
 		case OPT_NO_OPTIMIZE: s->no_optimize = true; break;
+		case OPT_LATENCY: s->latency = true; break;
+		case OPT_EVENTS: s->events = s->latency = true; break;
 		case '?':
 		default:
 			if (optopt && optopt < 256)

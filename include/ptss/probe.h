@@ -46,6 +46,25 @@ extern "C" {
 
 typedef struct ptss_tracer ptss_tracer;
 
+/* One call of a probed function, entry to return (see opts.on_call). */
+struct ptss_trace_call {
+	pid_t tid;
+	const char *probe;           /* "MODULE:FUNC" */
+	const char *args;            /* the arguments, formatted as the probe's signature
+	                                says (strings read at entry, escaped), else the six
+	                                argument registers in hex */
+	uint64_t argv[6];            /* the argument registers at entry (rdi rsi rdx rcx r8 r9),
+	                                as the signature reads them: int and char sign-extended
+	                                (read them as int64_t), uint zero-extended, bool 0/1 */
+	unsigned nargs;              /* how many the signature names; 6 without one */
+	uint64_t ret;                /* rax at the return */
+	bool tail;                   /* it left by a jump into another function (a tail call):
+	                                ret is no value of its own */
+	uint64_t ts_ns;              /* the entry, CLOCK_REALTIME */
+	uint64_t duration_ns;        /* entry to return, as ptss saw them */
+};
+typedef void ptss_tracer_call_fn(const struct ptss_trace_call *c, void *ctx);
+
 /* Classes of failure. Other negative errno values are plain errors (-ENOMEM, ...). */
 #define PTSS_TRACER_ESPEC   (-EINVAL)  /* a malformed probe argument */
 #define PTSS_TRACER_EPROBE  (-ENOEXEC) /* a probe cannot be placed, or was never armed */
@@ -74,6 +93,12 @@ struct ptss_tracer_opts {
 	void *print_ctx;             /* passed to print */
 	bool no_optimize;            /* never patch a site with a jmp: every probe is an int3;
 	                                default false: jump probes wherever a site allows */
+	bool latency;                /* time every call of every function probed at its entry:
+	                                its returns are probed too (its rets and tail jumps);
+	                                entries and returns take the int3 path */
+	ptss_tracer_call_fn *on_call;/* each such call as it returns (implies latency): from
+	                                ptss_tracer_run/step, the target stopped meanwhile */
+	void *call_ctx;              /* passed to on_call */
 };
 #define PTSS_TRACER_OPTS(...) \
 	((struct ptss_tracer_opts){ .sz = sizeof(struct ptss_tracer_opts), __VA_ARGS__ })
@@ -155,6 +180,15 @@ enum ptss_probe_mode {
 	PTSS_PROBE_FALLBACK, /* int3, no scratch: the process stopped, one single-step */
 };
 
+/* Entry-to-return times of a probe's calls (opts.latency), in ns. */
+#define PTSS_LATENCY_BUCKETS 64
+struct ptss_trace_latency {
+	uint64_t count;              /* returns timed */
+	uint64_t min_ns, max_ns;
+	uint64_t p50_ns, p99_ns;     /* within 1/16 of a power of two */
+	uint64_t hist[PTSS_LATENCY_BUCKETS]; /* [2^k, 2^(k+1)) ns; hist[0] holds [0, 2) */
+};
+
 struct ptss_trace_probe {
 	const char *probe;           /* "MODULE:FUNC", MODULE the file's basename */
 	const char *module;          /* the module's path */
@@ -165,6 +199,8 @@ struct ptss_trace_probe {
 	enum ptss_probe_mode mode;
 	uint64_t jump_hits;          /* of hits, those counted by the trampoline (no stop) */
 	const char *trap_why;        /* why a site of it is no jump probe, or NULL */
+	uint64_t returns;            /* opts.latency: returns seen (tail jumps included) */
+	const struct ptss_trace_latency *latency; /* opts.latency: its calls' times, else NULL */
 };
 
 /* The counts at one moment. Strings belong to the tracer (valid until ptss_tracer_free). */

@@ -43,6 +43,8 @@ ptss_tracer *ptss_tracer_new(const struct ptss_tracer_opts *opts)
 	}
 	if (!o.entry_size)
 		o.entry_size = PTSS_ENTRY_SIZE_DEFAULT;
+	if (o.on_call)
+		o.latency = true;
 	if (o.entry_size < 16 || o.entry_size > 4096 || (o.entry_size & (o.entry_size - 1))) {
 		errno = EINVAL;
 		return NULL;

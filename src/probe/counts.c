@@ -162,7 +162,10 @@ static struct ptss_trace_thread *row_threads(const struct tracer *t, const struc
 struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 {
 	struct ptss_trace_snapshot *s = calloc(1, sizeof(*s));
-	struct ptss_trace_probe *probes = calloc(t->nrows + 1, sizeof(*probes));
+	/* The probes, and their latency summaries after them: one block, freed as one. */
+	size_t n = t->nrows + 1;
+	struct ptss_trace_probe *probes = calloc(1, n * (sizeof(*probes) + sizeof(struct ptss_trace_latency)));
+	struct ptss_trace_latency *lat = probes ? (struct ptss_trace_latency *)(probes + n) : NULL;
 	if (!s || !probes) {
 		free(s);
 		free(probes);
@@ -189,6 +192,9 @@ struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 		for (size_t k = 0; k < probes[i].nthreads; k++)
 			probes[i].hits += probes[i].threads[k].hits;
 		probes[i].jump_hits = r->jump_hits + live_jump;
+		probes[i].returns = r->returns;
+		if (lat && calls_summary(r, &lat[i]))
+			probes[i].latency = &lat[i];
 	}
 	/* The live processes' figures with the totals, the totals left as they are. */
 	s->pages = t->pages_hw;
@@ -219,6 +225,7 @@ void counts_free(struct tracer *t)
 		free(t->rows[i]->module);
 		free(t->rows[i]->threads);
 		free(t->rows[i]->trap_why);
+		calls_free(t->rows[i]);
 		free(t->rows[i]);
 	}
 	free(t->rows);

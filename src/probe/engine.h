@@ -24,6 +24,7 @@
  *   scratch.c    a process's scratch (a ptss_proc over a ptrace space), thread entries
  *   sites.c      the probe sites of a process: int3 written and restored
  *   counts.c     every count: hits per probe and thread, scratch figures; the snapshot
+ *   calls.c      calls entry to return (latency, events): per-thread stacks by rsp
  *   mem.c        the target's memory (/proc/PID/mem)
  *   say.c        messages, through the caller's print callback
  *   probe_spec.c, elf/ (symbols, maps), x86/ (the relocator), err.c: no tracer state
@@ -74,6 +75,9 @@ struct row {
 	uint64_t jump_hits;    /* of hits, those counted in the target (jumps), folded */
 	bool jumped;           /* optimized in some process */
 	char *trap_why;        /* why a site of it keeps its int3, or NULL */
+	const struct probe_spec *sig; /* its argument types (the probe that made it) */
+	uint64_t returns;      /* opts.latency: returns seen (calls.c) */
+	struct latency *lat;   /* opts.latency: times of its calls, or NULL (calls.c) */
 };
 
 /* The probed function around a site: its bounds, and a FUNC.cold part (0 if none). */
@@ -90,6 +94,8 @@ struct site {
 	struct reloc_plan plan;
 	struct row *row;       /* NULL when internal */
 	struct site_fn fn;
+	struct row *exit_row;  /* opts.latency: a ret or branch by which exit_fn may leave */
+	struct site_fn exit_fn;
 	/* when jumped */
 	struct jump_plan jump;
 	struct jump_tramp tramp;
@@ -210,6 +216,8 @@ struct thread {
 	bool keyed;            /* fs_base is in the table */
 	uint64_t *jump_counts; /* its counters in the data area (the tracer's view), one per
 	                          column of proc->jumps, or NULL */
+	struct call_frame *calls; /* its open calls of probed functions (calls.c) */
+	size_t ncalls, capcalls;
 };
 
 /* A stop taken from waitpid but handled later. */
@@ -341,6 +349,9 @@ int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row
 	     const struct site_fn *fn, char *why, size_t len);
 struct site *site_find(struct process *p, uint64_t addr);
 struct site *site_of_tramp(struct process *p, uint64_t rip); /* its trampoline holds rip */
+int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
+		  const struct site_fn *fn, char *why, size_t len);
+int sites_read_code(struct process *p, uint64_t addr, uint8_t *buf, size_t len); /* ours out */
 void sites_disarm_all(struct process *p); /* int3s and jmps: the original bytes back */
 int sites_copy(struct process *child, const struct process *parent);
 void sites_clear(struct process *p);
@@ -354,6 +365,14 @@ void count_fold_jumps(struct tracer *t, struct thread *th); /* its trampolines' 
 void count_scratch(struct tracer *t, const ptss_proc *scratch); /* fold its figures in */
 struct ptss_trace_snapshot *count_snapshot(const struct tracer *t);
 void counts_free(struct tracer *t);
+
+/* calls.c */
+void calls_enter(struct tracer *t, struct thread *th, struct row *r, const struct user_regs_struct *regs);
+/* th leaves r's function by a ret (tail: a jump) with rsp where the return address is. */
+void calls_return(struct tracer *t, struct thread *th, struct row *r, uint64_t rsp, uint64_t rax, bool tail);
+void calls_thread_gone(struct thread *th);
+bool calls_summary(const struct row *r, struct ptss_trace_latency *out); /* false: none */
+void calls_free(struct row *r);
 
 /* mem.c */
 int mem_open(pid_t pid); /* /proc/PID/mem, read-write: a descriptor or -1 */

@@ -152,14 +152,13 @@ static int plan_site(struct process *p, struct site *s, char *why, size_t len)
 	if (!main_part)
 		abort();
 	int err = -EFAULT;
-	if (mem_read(p, fn->addr, main_part, fn->size)) {
+	if (sites_read_code(p, fn->addr, main_part, fn->size)) {
 		snprintf(why, len, "cannot read the function's code");
 		goto out;
 	}
-	main_part[s->addr - fn->addr] = s->orig; /* our int3 is there */
 	parts[n++] = (struct jump_code){ fn->addr, main_part, fn->size };
 	if (fn->cold_size && fn->cold_size <= (1u << 20) && (cold = malloc(fn->cold_size)) &&
-	    !mem_read(p, fn->cold_addr, cold, fn->cold_size))
+	    !sites_read_code(p, fn->cold_addr, cold, fn->cold_size))
 		parts[n++] = (struct jump_code){ fn->cold_addr, cold, fn->cold_size };
 	const uint8_t *code = main_part + (s->addr - fn->addr);
 	size_t avail = fn->addr + fn->size - s->addr;
@@ -192,12 +191,31 @@ static uint64_t *thread_places(const struct tracer *t, const struct process *p, 
 	return at;
 }
 
+/* Another site inside the bytes s's jmp would cover, or a jmp over s's own: or NULL. */
+static const struct site *site_in_the_way(const struct process *p, const struct site *s)
+{
+	for (size_t i = 0; i < p->nsites; i++) {
+		const struct site *o = &p->sites[i];
+		if (o != s && ((o->addr > s->addr && o->addr < s->addr + s->jump.len) ||
+			       (o->jumped && s->addr > o->addr && s->addr < o->addr + o->jump.len)))
+			return o;
+	}
+	return NULL;
+}
+
 static void optimize_site(struct process *p, struct thread *by, struct site *s, const uint64_t *places,
 			  size_t nplaces)
 {
 	char why[256];
 	struct jumps *j = p->jumps;
 	if (plan_site(p, s, why, sizeof(why))) {
+		keep_trap(s, why);
+		return;
+	}
+	const struct site *o = site_in_the_way(p, s);
+	if (o) {
+		snprintf(why, sizeof(why), "0x%llx: another probe at 0x%llx, inside the %u bytes a jump "
+			 "would replace", (unsigned long long)s->addr, (unsigned long long)o->addr, s->jump.len);
 		keep_trap(s, why);
 		return;
 	}
@@ -245,6 +263,8 @@ void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool
 		snprintf(why, sizeof(why), "jump probes are off (no_optimize)");
 	else if (t->opts.no_scratch)
 		snprintf(why, sizeof(why), "no scratch at all (no_scratch)");
+	else if (t->opts.latency)
+		snprintf(why, sizeof(why), "calls are timed (latency, events) on the trap path");
 	else if (auxv_value(p->pid, AT_HWCAP2, &hwcap2) || !(hwcap2 & HWCAP2_FSGSBASE))
 		snprintf(why, sizeof(why), "this CPU or kernel has no rdfsbase (FSGSBASE)");
 	else if (!p->jumps)

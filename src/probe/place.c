@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "engine.h"
+#include "x86/scan.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -131,7 +132,7 @@ static void say_waiting(struct tracer *t, int i)
 /* The function a probe names, and its FUNC.cold part (what gcc splits off) if any. */
 static struct site_fn function_of(const struct probe_spec_target *tg, const struct maps_snapshot *snap)
 {
-	struct site_fn fn = { .addr = tg->addr, .size = tg->size };
+	struct site_fn fn = { .addr = tg->addr - tg->offset, .size = tg->size };
 	char cold[512];
 	snprintf(cold, sizeof(cold), "%s.cold", tg->name);
 	struct probe_spec spec = { .module = tg->module, .func = cold, .module_is_path = true };
@@ -142,6 +143,61 @@ static struct site_fn function_of(const struct probe_spec_target *tg, const stru
 	}
 	probe_spec_result_free(&res);
 	return fn;
+}
+
+/* The function's parts, read as they were before ptss: [0] itself, [1] FUNC.cold. *bytes
+ * to free; how many parts, 0 if the function cannot be read. */
+static size_t read_parts(struct process *p, const struct site_fn *fn, struct jump_code parts[2], uint8_t **bytes)
+{
+	const uint64_t addr[2] = { fn->addr, fn->cold_addr }, size[2] = { fn->size, fn->cold_size };
+	size_t n = 0;
+	*bytes = malloc(fn->size + fn->cold_size + 1);
+	if (!*bytes)
+		abort();
+	for (int k = 0; k < 2; k++) {
+		uint8_t *at = *bytes + (k ? fn->size : 0);
+		if (size[k] && size[k] <= (1u << 20) && !sites_read_code(p, addr[k], at, size[k]))
+			parts[n++] = (struct jump_code){ addr[k], at, size[k] };
+		else if (k == 0)
+			return 0;
+	}
+	return n;
+}
+
+/* FUNC+OFF must start an instruction of FUNC. */
+static int check_boundary(struct process *p, const struct probe_spec_target *tg, const struct site_fn *fn,
+			  char *why, size_t len)
+{
+	struct jump_code parts[2];
+	uint8_t *bytes;
+	size_t n = read_parts(p, fn, parts, &bytes);
+	bool ok = n && scan_boundary(&parts[0], tg->addr);
+	free(bytes);
+	if (!ok)
+		snprintf(why, len, "%s+%#llx is not where an instruction of %s starts", tg->name,
+			 (unsigned long long)tg->offset, tg->name);
+	return ok ? 0 : -EINVAL;
+}
+
+/* With opts.latency: every place where FUNC may leave, armed to end its calls. */
+static int arm_exits(struct tracer *t, struct process *p, struct row *row, const struct site_fn *fn,
+		     char *why, size_t len)
+{
+	struct jump_code parts[2];
+	uint8_t *bytes;
+	size_t n = read_parts(p, fn, parts, &bytes);
+	uint64_t exits[256];
+	long m = n ? scan_exits(parts, n, exits, 256) : -1;
+	int err = 0;
+	if (m < 0 || m > 256)
+		err = -ENOTSUP;
+	for (long i = 0; i < m && !err; i++)
+		err = site_arm_exit(t, p, exits[i], row, fn, why, len);
+	free(bytes);
+	if (m < 0 || m > 256)
+		snprintf(why, len, "%s: cannot find its returns (%s)", row->probe,
+			 m < 0 ? "its size is unknown or its code does not decode" : "more than 256");
+	return err;
 }
 
 int place_probes(struct tracer *t, struct process *p, bool fatal)
@@ -172,10 +228,19 @@ int place_probes(struct tracer *t, struct process *p, bool fatal)
 			p->resolved[i] = true;
 			for (size_t k = 0; k < res.n && !rc; k++) {
 				struct probe_spec_target *tg = &res.targets[k];
-				struct row *row = count_row(t, tg->module, tg->name, tg->addr);
+				char name[300], why[256];
+				snprintf(name, sizeof(name), tg->offset ? "%s+%#llx" : "%s", tg->name,
+					 (unsigned long long)tg->offset);
+				struct row *row = count_row(t, tg->module, name, tg->addr);
+				if (!row->sig)
+					row->sig = &t->specs[i].parsed;
 				struct site_fn fn = function_of(tg, snap);
-				char why[256];
-				if (site_arm(t, p, tg->addr, row, &fn, why, sizeof(why))) {
+				int fail = tg->offset ? check_boundary(p, tg, &fn, why, sizeof(why)) : 0;
+				if (!fail)
+					fail = site_arm(t, p, tg->addr, row, &fn, why, sizeof(why));
+				if (!fail && t->opts.latency && !tg->offset)
+					fail = arm_exits(t, p, row, &fn, why, sizeof(why));
+				if (fail) {
 					probe_error(t, p, i, "%s", why);
 					if (!t->specs[i].parsed.glob)
 						rc = OUT_PROBE; /* a glob skips what it cannot place */

@@ -2,6 +2,7 @@
 #include "err.h"
 #include "probe_spec.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,11 +11,80 @@
 #include <unistd.h>
 
 
-int probe_spec_parse(const char *arg, struct probe_spec *out, char *err, size_t errlen)
+static int parse_names(const char *arg, struct probe_spec *out, char *err, size_t errlen);
+
+/* "(str, int)": the argument types into out; 0 or -EINVAL with err. */
+static int parse_sig(const char *arg, const char *open, struct probe_spec *out, char *err, size_t errlen)
 {
-	if (!arg || !out)
+	static const char *const names[] = { [ARG_INT] = "int", [ARG_UINT] = "uint", [ARG_HEX] = "hex",
+					     [ARG_PTR] = "ptr", [ARG_STR] = "str", [ARG_CHAR] = "char",
+					     [ARG_BOOL] = "bool" };
+	out->has_sig = true;
+	const char *p = open + 1, *end = arg + strlen(arg) - 1; /* at ')' */
+	while (p < end) {
+		while (p < end && (*p == ' ' || *p == ','))
+			p++;
+		size_t n = 0;
+		while (p + n < end && p[n] != ',' && p[n] != ' ')
+			n++;
+		if (!n)
+			break;
+		unsigned t = 0;
+		while (t < sizeof(names) / sizeof(names[0]) && (strlen(names[t]) != n || strncmp(p, names[t], n)))
+			t++;
+		if (t == sizeof(names) / sizeof(names[0]))
+			return err_set(err, errlen, -EINVAL, "'%s': unknown argument type '%.*s' (int, uint, "
+				       "hex, ptr, str, char, bool)", arg, (int)n, p);
+		if (out->nargs == PROBE_ARGS_MAX)
+			return err_set(err, errlen, -EINVAL, "'%s': at most %d arguments", arg, PROBE_ARGS_MAX);
+		out->args[out->nargs++] = (uint8_t)t;
+		p += n;
+	}
+	return 0;
+}
+
+/* "+OFF" at the end of func: cut off, into out; 0 or -EINVAL with err. */
+static int parse_offset(const char *arg, char *func, struct probe_spec *out, char *err, size_t errlen)
+{
+	char *plus = strrchr(func, '+');
+	if (!plus)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long off = strtoull(plus + 1, &end, 0);
+	if (plus == func || !plus[1] || *end || errno || plus[1] == '-')
+		return err_set(err, errlen, -EINVAL, "'%s': not an offset: '%s' (decimal or 0x)", arg, plus + 1);
+	*plus = '\0';
+	out->has_offset = true;
+	out->offset = off;
+	return 0;
+}
+
+int probe_spec_parse(const char *full, struct probe_spec *out, char *err, size_t errlen)
+{
+	if (!full || !out)
 		return err_set(err, errlen, -EINVAL, "probe_spec_parse: NULL argument");
 	*out = (struct probe_spec){ 0 };
+	/* The signature first: a module path may hold ':', a signature never does. */
+	const char *open = strchr(full, '(');
+	char *arg = open ? strndup(full, (size_t)(open - full)) : strdup(full);
+	if (!arg)
+		return err_set(err, errlen, -ENOMEM, "out of memory");
+	int rc = 0;
+	if (open && full[strlen(full) - 1] != ')')
+		rc = err_set(err, errlen, -EINVAL, "'%s': the argument types end with ')'", full);
+	else if (open)
+		rc = parse_sig(full, open, out, err, errlen);
+	if (!rc)
+		rc = parse_names(arg, out, err, errlen);
+	free(arg);
+	if (rc)
+		probe_spec_free(out);
+	return rc;
+}
+
+static int parse_names(const char *arg, struct probe_spec *out, char *err, size_t errlen)
+{
 	const char *colon = strrchr(arg, ':');
 	const char *func = colon ? colon + 1 : arg;
 	if (!*func)
@@ -30,11 +100,14 @@ int probe_spec_parse(const char *arg, struct probe_spec *out, char *err, size_t 
 			return err_set(err, errlen, -ENOMEM, "out of memory");
 		out->module_is_path = memchr(arg, '/', n) != NULL;
 	}
-	if (!(out->func = strdup(func))) {
-		probe_spec_free(out);
+	if (!(out->func = strdup(func)))
 		return err_set(err, errlen, -ENOMEM, "out of memory");
-	}
-	out->glob = strcspn(func, "*?[") < strcspn(func, "@");
+	int rc = parse_offset(arg, out->func, out, err, errlen);
+	if (rc)
+		return rc;
+	out->glob = strcspn(out->func, "*?[") < strcspn(out->func, "@");
+	if (out->glob && out->has_offset)
+		return err_set(err, errlen, -EINVAL, "'%s': an offset names one function, not a glob", arg);
 	return 0;
 }
 
@@ -204,6 +277,18 @@ static int resolve_in(const struct probe_spec *spec, const struct maps_snapshot 
 					    mod->path, t.name, (unsigned long long)t.addr);
 			continue;
 		}
+		if (spec->has_offset && (!e->size || spec->offset >= e->size)) {
+			if (e->size)
+				rc = err_set(err, errlen, -EINVAL, "%s+%#llx: past the end of %s (%llu "
+					     "bytes)", t.name, (unsigned long long)spec->offset, t.name,
+					     (unsigned long long)e->size);
+			else
+				rc = err_set(err, errlen, -EINVAL, "%s+%#llx: the size of %s is unknown",
+					     t.name, (unsigned long long)spec->offset, t.name);
+			continue;
+		}
+		t.addr += spec->offset;
+		t.offset = spec->offset;
 		if ((rc = add_target(r, cap, &t)))
 			err_set(err, errlen, rc, "out of memory");
 	}

@@ -1,11 +1,13 @@
-/* probe_spec: a probe argument ("FUNC" or "MODULE:FUNC") and its resolution to runtime
- * addresses in a maps snapshot.
+/* probe_spec: a probe argument ("[MODULE:]FUNC[+OFF][(TYPE, ...)]") and its resolution to
+ * runtime addresses in a maps snapshot.
  *
  * MODULE: empty or absent = the main executable; with a '/' = a path (compared after
  * realpath(3)); otherwise a short name matching a mapped file's basename exactly or as a
  * prefix followed by ".so" or "-" ("libc" -> libc.so.6, "liblzma" -> liblzma.so.5.4.1).
  * FUNC: a name, an fnmatch(3) glob, optionally with "@VER" / "@@VER" (see symbols.h);
- * C++ functions by their mangled names.
+ * C++ functions by their mangled names. +OFF: a byte offset into the function (decimal or
+ * 0x), not with a glob; the target is then FUNC + OFF. (TYPE, ...): the types of up to 6
+ * integer arguments, for printing them: int, uint, hex, ptr, str, char, bool.
  *
  * Errors: 0 or a negative errno; details, when err is not NULL, in err.  No output, no
  * global state. */
@@ -29,11 +31,19 @@
 #define PROBE_SPEC_ENOFILE    (-ENOENT)   /* MODULE is a path that exists nowhere */
 #define PROBE_SPEC_EAMBIGUOUS (-ENOTUNIQ) /* short name matches several mapped files */
 
+enum probe_arg_type { ARG_INT, ARG_UINT, ARG_HEX, ARG_PTR, ARG_STR, ARG_CHAR, ARG_BOOL };
+#define PROBE_ARGS_MAX 6
+
 struct probe_spec {
 	char *module;          /* NULL: the main executable */
 	char *func;            /* never empty */
 	bool module_is_path;   /* module contains '/' */
 	bool glob;             /* func's name holds '*', '?' or '[' */
+	bool has_offset;       /* FUNC+OFF */
+	uint64_t offset;
+	bool has_sig;          /* (TYPE, ...) given, maybe empty */
+	uint8_t nargs;
+	uint8_t args[PROBE_ARGS_MAX]; /* enum probe_arg_type */
 };
 
 struct probe_spec_target {
@@ -43,7 +53,8 @@ struct probe_spec_target {
 	uint64_t addr;         /* runtime address in the target */
 	uint64_t vaddr;        /* link-time address */
 	uint64_t file_offset;  /* offset of the first byte in the module's file */
-	uint64_t size;         /* 0 when unknown */
+	uint64_t size;         /* the function's size, 0 when unknown (addr - offset: its start) */
+	uint64_t offset;       /* the spec's +OFF, 0 without */
 };
 
 struct probe_spec_result {

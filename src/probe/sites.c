@@ -100,6 +100,40 @@ int sites_copy(struct process *child, const struct process *parent)
 	return 0;
 }
 
+/* The target's code at [addr, addr + len) as it was before ptss: our bytes taken out. */
+int sites_read_code(struct process *p, uint64_t addr, uint8_t *buf, size_t len)
+{
+	if (mem_read(p, addr, buf, len))
+		return -EFAULT;
+	for (size_t i = 0; i < p->nsites; i++) {
+		const struct site *s = &p->sites[i];
+		size_t n = s->jumped ? s->jump.len : 1;
+		for (size_t k = 0; k < n; k++)
+			if (s->addr + k >= addr && s->addr + k < addr + len)
+				buf[s->addr + k - addr] = s->jumped ? s->saved[k] : s->orig;
+	}
+	return 0;
+}
+
+/* An exit of fn (a ret or a branch that may leave it) where its calls of row end: a site
+ * of its own, or one more duty of a site already there. Exit sites stay int3s. */
+int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
+		  const struct site_fn *fn, char *why, size_t len)
+{
+	struct site *s = site_find(p, addr);
+	if (!s) {
+		int err = site_arm(t, p, addr, NULL, NULL, why, len);
+		if (err)
+			return err;
+		s = site_find(p, addr);
+		s->internal = false;
+	}
+	s->jump_tried = true;
+	s->exit_row = row;
+	s->exit_fn = *fn;
+	return 0;
+}
+
 /* Decodes the instruction at addr and writes int3 over it; row NULL: a site of ptss's own.
  * fn (may be NULL): the function around it, for jumps.c. */
 int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
@@ -107,9 +141,15 @@ int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row
 {
 	if (site_find(p, addr))
 		return 0; /* two probes naming one address: one site */
+	for (size_t i = 0; i < p->nsites; i++)
+		if (p->sites[i].jumped && addr > p->sites[i].addr && addr < p->sites[i].addr + p->sites[i].jump.len) {
+			snprintf(why, len, "0x%llx is inside the jump of the probe at 0x%llx",
+				 (unsigned long long)addr, (unsigned long long)p->sites[i].addr);
+			return -EBUSY;
+		}
 	uint8_t code[RELOC_INSN_MAX];
 	size_t n = sizeof(code);
-	while (n > 0 && mem_read(p, addr, code, n)) /* the instruction may end a mapping */
+	while (n > 0 && sites_read_code(p, addr, code, n)) /* the instruction may end a mapping */
 		n--;
 	if (n == 0) {
 		snprintf(why, len, "cannot read the code at 0x%llx", (unsigned long long)addr);

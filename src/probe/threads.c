@@ -79,5 +79,6 @@ void thread_remove(struct tracer *t, struct thread *th)
 	if (th->entry && th->proc->scratch)
 		ptss_release(th->proc->scratch, th->entry);
 	count_fold_thread(t, th);
+	calls_thread_gone(th);
 	free(th);
 }

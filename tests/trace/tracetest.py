@@ -7,7 +7,7 @@ import json, os, re, signal, subprocess, sys, tempfile, time
 PTSS = os.environ.get("PTSS", "ptss")
 T = {k: os.environ.get(k, "") for k in ("WORKLOAD", "INSN", "INSN_NOPIE", "LIB_USER", "DLOPEN_USER",
                                 "LIBPROBED", "PTRACE_TARGET", "GO_COUNTER", "CHURN", "PARK",
-                                "JUMP_TARGET")}
+                                "JUMP_TARGET", "CALLS_TARGET")}
 EXPECT = re.compile(r"^(\S+): expect pid=(\d+)(?: image=(\w+))?((?: \w+=\d+)+)$")
 THREAD = re.compile(r"^workload: thread pid=\d+ tid=(\d+) .*?((?: \w+=\d+)+)$")
 
@@ -65,7 +65,7 @@ def untraced(command, stdin=None):
 def compare_counts(report, want, what, probes):
     """Every probed function's count equals what the target says it did."""
     got = hits(report)
-    names = [p.split(":")[-1] for p in probes]
+    names = [p.split("(")[0].split(":")[-1] for p in probes]
     for fn, n in want.items():
         if any(re.fullmatch(pat.replace("*", ".*"), fn) for pat in names):
             check(got.get(fn, 0) == n, f"{what}: {fn} counted {got.get(fn, 0)}, expected {n}")

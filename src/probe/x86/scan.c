@@ -1,0 +1,85 @@
+/* scan: functions decoded from their start (see scan.h). */
+#include "scan.h"
+
+#include <Zydis/Zydis.h>
+
+typedef bool scan_fn(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
+		     const ZydisDecodedOperand *ops);
+
+/* Decodes part from its start, calling fn for each instruction until it says stop:
+ * true when the whole part was walked (or fn stopped), false at bytes that decode to
+ * nothing. */
+static bool walk(const struct jump_code *part, scan_fn *fn, void *ctx)
+{
+	ZydisDecoder dec;
+	if (!ZYAN_SUCCESS(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
+		return false;
+	ZydisDecodedInstruction in;
+	ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+	for (size_t at = 0; at < part->len; at += in.length) {
+		if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, part->bytes + at, part->len - at, &in, ops)))
+			return false;
+		if (!fn(ctx, part->addr + at, &in, ops))
+			return true;
+	}
+	return true;
+}
+
+struct boundary { uint64_t want; bool found; };
+
+static bool at_boundary(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
+			const ZydisDecodedOperand *ops)
+{
+	struct boundary *b = ctx;
+	(void)in;
+	(void)ops;
+	b->found = addr == b->want;
+	return addr < b->want;
+}
+
+bool scan_boundary(const struct jump_code *part, uint64_t addr)
+{
+	struct boundary b = { addr, false };
+	return walk(part, at_boundary, &b) && b.found;
+}
+
+struct exits {
+	const struct jump_code *parts;
+	size_t nparts, cap;
+	uint64_t *out;
+	long n;
+};
+
+static bool inside(const struct exits *e, uint64_t addr)
+{
+	for (size_t i = 0; i < e->nparts; i++)
+		if (addr >= e->parts[i].addr && addr < e->parts[i].addr + e->parts[i].len)
+			return true;
+	return false;
+}
+
+static bool add_exit(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
+		     const ZydisDecodedOperand *ops)
+{
+	struct exits *e = ctx;
+	bool leaves = in->mnemonic == ZYDIS_MNEMONIC_RET || in->mnemonic == ZYDIS_MNEMONIC_IRETQ;
+	if (in->meta.category == ZYDIS_CATEGORY_UNCOND_BR || in->meta.category == ZYDIS_CATEGORY_COND_BR) {
+		if (ops[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && ops[0].imm.is_relative)
+			leaves = !inside(e, addr + in->length + (uint64_t)ops[0].imm.value.s);
+		else
+			leaves = in->meta.category == ZYDIS_CATEGORY_UNCOND_BR; /* indirect */
+	}
+	if (leaves && (size_t)e->n < e->cap)
+		e->out[e->n] = addr;
+	e->n += leaves;
+	return true;
+}
+
+long scan_exits(const struct jump_code *parts, size_t nparts, uint64_t *out, size_t cap)
+{
+	struct exits e = { parts, nparts, cap, out, 0 };
+	for (size_t i = 0; i < nparts; i++)
+		if (!walk(&parts[i], add_exit, &e))
+			return -1;
+	return e.n;
+}

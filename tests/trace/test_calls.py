@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""End-to-end tests of calls, entry to return (`ptss trace --latency`, `--events`) and of
+offset probes, on calls_target, whose calls, durations, arguments and returns are known:
+sleeps of known lengths, recursion, a longjmp out of nested calls, a tail call.
+
+usage: test_calls.py SCENARIO   (test_calls.py --list names them)
+"""
+import os, re, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tracetest import *  # noqa: F401,F403
+
+PROBES = ["ct_sleep(int)", "ct_fib(int)", "ct_deep(int)", "ct_tail", "ct_leaf",
+          "ct_args(str, int, uint, hex, char, bool)"]
+RETURNS = re.compile(r"^calls_target: returns pid=\d+((?: \w+=\d+)+)$")
+
+
+def said(err, pattern):
+    """The target's `returns` line as a dict."""
+    for line in err.splitlines():
+        m = pattern.match(line)
+        if m:
+            return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    fail("the target said nothing")
+
+
+def by_name(rep):
+    return {p["probe"].split(":", 1)[1]: p for p in rep["probes"]}
+
+
+def run_events(probes, fmt="table"):
+    """ptss trace --events, the events and the report in one file: (status, its text, stderr)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as f:
+        p = subprocess.run([*PTSS_CMD, "trace", "-q", "--events", "--format", fmt, "-o", f.name,
+                            *probes, "--", T["CALLS_TARGET"], "all"], capture_output=True, text=True,
+                           timeout=120)
+        return p.returncode, open(f.name).read(), p.stderr
+
+
+def latency_exact():
+    """Every entry and every return seen: counts of entries and returns as the target made
+    them (recursion, a longjmp out of 6 nested calls, a tail call), latency counts equal to
+    the returns, sleep times where they belong."""
+    rc, out, err, rep = trace(PROBES, [T["CALLS_TARGET"], "all"], extra=["--latency"])
+    check(rc == 0, f"status {rc}: {err}")
+    compare_counts(rep, expected(err), "entries", PROBES)
+    got, returns = by_name(rep), said(err, RETURNS)
+    for fn, n in returns.items():
+        if fn not in got:
+            continue
+        p = got[fn]
+        check(p["returns"] == n, f"{fn}: {p['returns']} returns, made {n}")
+        count = p["latency"]["count"] if "latency" in p else 0
+        check(count == n, f"{fn}: {count} calls timed, {n} returned")
+        check(p["mode"] == "trap", f"{fn}: a {p['mode']} probe with --latency")
+    # Ten sleeps of 5 ms, five of 40 ms; a loaded machine (or valgrind) may add some.
+    s = got["ct_sleep"]["latency"]
+    check(5e6 <= s["min_ns"] < 16e6 and 40e6 <= s["max_ns"] < 200e6, f"ct_sleep: min {s['min_ns']}, "
+          f"max {s['max_ns']} ns for sleeps of 5 and 40 ms")
+    check(5e6 <= s["p50_ns"] < 16e6 and 40e6 <= s["p99_ns"] < 200e6,
+          f"ct_sleep: p50 {s['p50_ns']}, p99 {s['p99_ns']} for ten 5 ms and five 40 ms sleeps")
+    short = sum(b["count"] for b in s["hist"] if 4194304 <= b["lo_ns"] and b["hi_ns"] <= 16777216)
+    long_ = sum(b["count"] for b in s["hist"] if b["lo_ns"] >= 33554432)
+    check(short == 10 and long_ == 5, f"ct_sleep histogram {s['hist']}")
+    check(sum(b["count"] for b in s["hist"]) == s["count"], "histogram and count differ")
+
+
+def events_lines():
+    """--events: one line per call as it returns, arguments formatted by the signature,
+    strings read from the target and escaped; a tail call says so."""
+    rc, text, err = run_events(PROBES)
+    check(rc == 0, f"status {rc}: {err}")
+    lines = [l for l in text.splitlines() if re.match(r"^\d+ calls_target:", l)]
+    args = [l for l in lines if ":ct_args(" in l]
+    check(len(args) == 1 and ':ct_args("abc\\"\\n", -5, 7, 0xff, \'x\', true) = ' in args[0]
+          and args[0].split(" = ")[1].startswith("383 <"), f"ct_args line: {args}")
+    sleeps = [l for l in lines if ":ct_sleep(" in l]
+    check(len(sleeps) == 15 and all(re.search(r"\(\d+\) = (10|80) <[\d.]+ms>$", l) for l in sleeps),
+          f"ct_sleep lines: {sleeps[:3]}")
+    tails = [l for l in lines if ":ct_tail(" in l]
+    check(len(tails) == 7 and all(l.endswith(">") and "= <tail call>" in l for l in tails),
+          f"ct_tail lines: {tails[:2]}")
+    check(not [l for l in lines if ":ct_deep(" in l], "an event for a call that never returned")
+    fibs = said(err, RETURNS)["ct_fib"]
+    check(len([l for l in lines if ":ct_fib(" in l]) == fibs, "not one line per ct_fib return")
+
+
+def events_json():
+    """--events --format json: one JSON object per line per call, then the report."""
+    rc, text, err = run_events(["ct_args(str, int, uint, hex, char, bool)", "ct_sleep"], "json")
+    check(rc == 0, f"status {rc}: {err}")
+    events = [json.loads(l) for l in text.splitlines() if l.startswith('{"tid"')]
+    check(len(events) == 16, f"{len(events)} events, 16 calls returned")
+    a = next(e for e in events if e["probe"].endswith(":ct_args"))
+    check(a["args"][1:] == [-5, 7, 255, 120, 1] and a["ret"] == 383 and
+          not a["tail"] and a["duration_ns"] > 0 and a["ts_ns"] > 1e18, f"ct_args event {a}")
+    rest = text[text.index("\n{\"target\"") + 1:] if "\n{\"target\"" in text else text
+    rep = json.loads(rest)
+    check(by_name(rep)["ct_sleep"]["latency"]["count"] == 15, "report after the events")
+
+
+def threads_latency():
+    """Eight threads sleeping in ct_sleep: every call timed, per thread stacks apart."""
+    rc, out, err, rep = trace(["ct_sleep"], [T["CALLS_TARGET"], "threads", "8"], extra=["--latency"])
+    check(rc == 0, f"status {rc}: {err}")
+    p = by_name(rep)["ct_sleep"]
+    check(p["hits"] == 160 and p["returns"] == 160 and p["latency"]["count"] == 160,
+          f"{p['hits']} entries, {p['returns']} returns, {p['latency']['count']} timed, made 160")
+    check(p["latency"]["min_ns"] >= 1e6, f"min {p['latency']['min_ns']} ns for 1 ms sleeps")
+
+
+def offsets():
+    """FUNC+OFF at an instruction boundary counts like an entry, on either path; one
+    inside an instruction, or past the end, is refused with exit status 3."""
+    for extra in ([], ["--no-optimize"]):
+        rc, out, err, rep = trace(["ct_offs+3", "ct_offs+0x8"], [T["CALLS_TARGET"], "all"], extra=extra)
+        check(rc == 0, f"status {rc}: {err}")
+        got = by_name(rep)
+        check(got["ct_offs+0x3"]["hits"] == 7 and got["ct_offs+0x8"]["hits"] == 7,
+              f"offset counts {[(k, v['hits']) for k, v in got.items()]}")
+    for bad, words in (("ct_offs+1", "not where an instruction"), ("ct_offs+200", "past the end")):
+        rc, out, err, rep = trace([bad], [T["CALLS_TARGET"], "all"])
+        check(rc == 3 and words in err and "sum" not in out, f"{bad}: status {rc}, {err!r}")
+
+
+def bad_signatures():
+    """A malformed signature is a usage error (2), said on one line."""
+    for bad in ("ct_args(str, float)", "ct_args(str", "ct_args(int,int,int,int,int,int,int)",
+                "ct_offs+x"):
+        rc, out, err, rep = trace([bad], [T["CALLS_TARGET"], "all"])
+        lines = [l for l in err.splitlines() if l.startswith("ptss:")]
+        check(rc == 2 and len(lines) == 1, f"{bad}: status {rc}, {lines}")
+
+
+SCENARIOS = {
+    "calls-latency-exact": latency_exact,
+    "calls-events-lines": events_lines,
+    "calls-events-json": events_json,
+    "calls-threads-latency": threads_latency,
+    "calls-offsets": offsets,
+    "calls-bad-signatures": bad_signatures,
+}
+
+if __name__ == "__main__":
+    main(SCENARIOS)
