@@ -5,6 +5,7 @@
  */
 #include "jump.h"
 #include "layout.h"
+#include "scan.h"
 
 #include <Zydis/Zydis.h>
 #include <errno.h>
@@ -52,29 +53,6 @@ static bool touches_only_stack(const ZydisDecodedInstruction *in, const ZydisDec
 			return false;
 	}
 	return true;
-}
-
-/* Every direct branch of a part, checked against the patched bytes; no indirect jump. */
-static int scan_part(const struct jump_code *part, uint64_t site, unsigned len, char *why, size_t why_len)
-{
-	ZydisDecodedInstruction in;
-	ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-	for (size_t at = 0; at < part->len; at += in.length) {
-		uint64_t addr = part->addr + at;
-		if (!decode(&in, ops, part->bytes + at, part->len - at))
-			return refuse(why, why_len, addr, "cannot decode the function there");
-		if (in.meta.category == ZYDIS_CATEGORY_UNCOND_BR && ops[0].type != ZYDIS_OPERAND_TYPE_IMMEDIATE)
-			return refuse(why, why_len, addr, "an indirect jump in the function (a jump table?)");
-		for (unsigned i = 0; i < in.operand_count; i++) {
-			if (ops[i].type != ZYDIS_OPERAND_TYPE_IMMEDIATE || !ops[i].imm.is_relative)
-				continue;
-			uint64_t target = addr + in.length + (uint64_t)ops[i].imm.value.s;
-			if (target > site && target < site + len)
-				return refuse(why, why_len, addr, "a branch to 0x%" PRIx64 ", inside the %u "
-					      "bytes a jump would replace", target, len);
-		}
-	}
-	return 0;
 }
 
 int jump_plan_make(struct jump_plan *jp, uint64_t addr, const uint8_t *code, size_t avail,
@@ -138,12 +116,18 @@ int jump_plan_make(struct jump_plan *jp, uint64_t addr, const uint8_t *code, siz
 		len += p->len;
 	}
 	jp->len = (uint8_t)len;
-	for (size_t i = 0; i < nparts; i++) {
-		int err = scan_part(&parts[i], addr, len, why, why_len);
-		if (err)
-			return err;
+	uint64_t at, target;
+	switch (scan_patch_hazard(parts, nparts, addr, len, &at, &target)) {
+	case SCAN_CLEAR:
+		return 0;
+	case SCAN_UNDECODABLE:
+		return refuse(why, why_len, at, "the function does not decode past this instruction");
+	case SCAN_INDIRECT_JUMP:
+		return refuse(why, why_len, at, "an indirect jump in the function (a jump table?)");
+	default:
+		return refuse(why, why_len, at, "a branch to 0x%" PRIx64 ", inside the %u bytes a jump "
+			      "would replace", target, len);
 	}
-	return 0;
 }
 
 uint32_t jump_hash(uint64_t fs_base, unsigned table_bits)

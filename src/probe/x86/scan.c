@@ -83,3 +83,47 @@ long scan_exits(const struct jump_code *parts, size_t nparts, uint64_t *out, siz
 			return -1;
 	return e.n;
 }
+
+struct hazard {
+	uint64_t site, at, target;
+	unsigned len;
+	enum scan_hazard found;
+};
+
+static bool check_hazard(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
+			 const ZydisDecodedOperand *ops)
+{
+	struct hazard *h = ctx;
+	h->at = addr;
+	if (in->meta.category == ZYDIS_CATEGORY_UNCOND_BR && ops[0].type != ZYDIS_OPERAND_TYPE_IMMEDIATE) {
+		h->found = SCAN_INDIRECT_JUMP;
+		return false;
+	}
+	for (unsigned i = 0; i < in->operand_count; i++) {
+		if (ops[i].type != ZYDIS_OPERAND_TYPE_IMMEDIATE || !ops[i].imm.is_relative)
+			continue;
+		uint64_t target = addr + in->length + (uint64_t)ops[i].imm.value.s;
+		if (target > h->site && target < h->site + h->len) {
+			h->target = target;
+			h->found = SCAN_BRANCH_INTO;
+			return false;
+		}
+	}
+	return true;
+}
+
+enum scan_hazard scan_patch_hazard(const struct jump_code *parts, size_t nparts, uint64_t site,
+				   unsigned len, uint64_t *at, uint64_t *target)
+{
+	for (size_t i = 0; i < nparts; i++) {
+		struct hazard h = { .site = site, .len = len, .at = parts[i].addr };
+		bool walked = walk(&parts[i], check_hazard, &h);
+		*at = h.at;
+		*target = h.target;
+		if (!walked)
+			return SCAN_UNDECODABLE;
+		if (h.found)
+			return h.found;
+	}
+	return SCAN_CLEAR;
+}

@@ -1,8 +1,9 @@
 /*
  * scan: whole functions decoded from their start — where instructions begin (offset
- * probes) and where a function leaves (return probes: its `ret`s, and the branches that
- * may take it out of its own code, tail calls). The relocator's third user of the
- * decoder, with plan.c and jump.c.
+ * probes), where a function leaves (return probes: its `ret`s, and the branches that may
+ * take it out of its own code, tail calls), and what keeps a jmp from covering a site's
+ * bytes (jump probes: branches into them, indirect jumps). With plan.c and jump.c, the
+ * only users of the decoder.
  */
 #ifndef PTSS_PROBE_X86_SCAN_H
 #define PTSS_PROBE_X86_SCAN_H
@@ -24,5 +25,15 @@ bool scan_boundary(const struct jump_code *part, uint64_t addr);
  * -1 if a part cannot be decoded.
  */
 long scan_exits(const struct jump_code *parts, size_t nparts, uint64_t *out, size_t cap);
+
+/* What keeps a jmp from covering [site, site + len) of a function made of parts. */
+enum scan_hazard {
+	SCAN_CLEAR,
+	SCAN_UNDECODABLE,   /* *at: bytes that decode to nothing */
+	SCAN_INDIRECT_JUMP, /* *at: an indirect jmp (a jump table?): its targets are unknown */
+	SCAN_BRANCH_INTO,   /* *at: a direct branch to *target, inside (site, site + len) */
+};
+enum scan_hazard scan_patch_hazard(const struct jump_code *parts, size_t nparts, uint64_t site,
+				   unsigned len, uint64_t *at, uint64_t *target);
 
 #endif
