@@ -41,12 +41,18 @@ enum {
 
 /* ---- optimizing -------------------------------------------------------------------- */
 
-/* The row's reason for staying a trap, kept from its first site that gave one. */
+/* Why s is an int3 for now, kept in its row from the first site that gave a reason. */
+static void say_trap(struct site *s, const char *why)
+{
+	if (s->row && !s->row->trap_why)
+		s->row->trap_why = strdup(why);
+}
+
+/* s stays an int3 for good. */
 static void keep_trap(struct site *s, const char *why)
 {
 	s->jump_tried = true;
-	if (s->row && !s->row->trap_why)
-		s->row->trap_why = strdup(why);
+	say_trap(s, why);
 }
 
 static struct jumps *jumps_create(struct process *p, struct thread *by, char *why, size_t len)
@@ -220,8 +226,13 @@ static void optimize_site(struct process *p, struct thread *by, struct site *s, 
 		return;
 	}
 	for (size_t i = 0; i < nplaces; i++)
-		if (places[i] > s->addr && places[i] < s->addr + s->jump.len)
-			return; /* a thread is inside: not now, tried again at the next placement */
+		if (places[i] > s->addr && places[i] < s->addr + s->jump.len) {
+			/* Not now: tried again at the next placement (a dlopen, the entry). */
+			snprintf(why, sizeof(why), "0x%llx: a thread was inside the %u bytes a jump would "
+				 "replace", (unsigned long long)s->addr, s->jump.len);
+			say_trap(s, why);
+			return;
+		}
 	if (j->ncols == JUMPS_MAX_COLS) {
 		snprintf(why, sizeof(why), "more than %d jump probes in one process", JUMPS_MAX_COLS);
 		keep_trap(s, why);

@@ -149,6 +149,8 @@ def thread_inside_while_patching():
         p = probe(rep, "jt_spin")
         modes[p["mode"]] = modes.get(p["mode"], 0) + 1
         check(p["hits"] > 0, "no hit counted")
+        check(p["mode"] == "jump" or "a thread was inside" in p.get("trap_reason", ""),
+              f"a trap probe for another reason: {p.get('trap_reason')!r}")
         check(read_mem(tgt.pid, addr, 16) == original, "bytes differ after the detach")
         tgt.stdin.write("check\n")
         check(tgt.stdout.readline().strip() == "ok", "jt_spin gave a wrong result")
