@@ -12,7 +12,7 @@ from tracetest import *  # noqa: F401,F403
 
 PROBES = ["ct_sleep(int)", "ct_fib(int)", "ct_deep(int)", "ct_tail", "ct_leaf",
           "ct_args(str, int, uint, hex, char, bool)"]
-RETURNS = re.compile(r"^calls_target: returns pid=\d+((?: \w+=\d+)+)$")
+RETURNS = re.compile(r"^\w+: returns pid=\d+((?: \w+=\d+)+)$")
 
 
 def said(err, pattern):
@@ -63,6 +63,22 @@ def latency_exact():
     long_ = sum(b["count"] for b in s["hist"] if b["lo_ns"] >= 33554432)
     check(short == 10 and long_ == 5, f"ct_sleep histogram {s['hist']}")
     check(sum(b["count"] for b in s["hist"]) == s["count"], "histogram and count differ")
+
+
+def cxx_exceptions():
+    """C++ exceptions unwind 5 nested probed calls ten times: no return is invented, and
+    the calls made afterwards at the same depth are matched and timed, every one."""
+    if not T["EXC_TARGET"]:
+        print("SKIP: no C++ compiler")
+        sys.exit(77)
+    rc, out, err, rep = trace(["cx_throw", "cx_leaf"], [T["EXC_TARGET"]], extra=["--latency"])
+    check(rc == 0 and "caught 10" in out, f"status {rc}: {out} {err}")
+    compare_counts(rep, expected(err), "entries", ["cx_throw", "cx_leaf"])
+    got, returns = by_name(rep), said(err, RETURNS)
+    for fn, n in returns.items():
+        timed = got[fn]["latency"]["count"] if "latency" in got[fn] else 0
+        check(got[fn]["returns"] == n and timed == n,
+              f"{fn}: {got[fn]['returns']} returns, {timed} timed, made {n}")
 
 
 def events_lines():
@@ -134,6 +150,7 @@ def bad_signatures():
 
 SCENARIOS = {
     "calls-latency-exact": latency_exact,
+    "calls-cxx-exceptions": cxx_exceptions,
     "calls-events-lines": events_lines,
     "calls-events-json": events_json,
     "calls-threads-latency": threads_latency,

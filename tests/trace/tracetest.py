@@ -7,7 +7,7 @@ import json, os, re, signal, subprocess, sys, tempfile, time
 PTSS = os.environ.get("PTSS", "ptss")
 T = {k: os.environ.get(k, "") for k in ("WORKLOAD", "INSN", "INSN_NOPIE", "LIB_USER", "DLOPEN_USER",
                                 "LIBPROBED", "PTRACE_TARGET", "GO_COUNTER", "CHURN", "PARK",
-                                "JUMP_TARGET", "CALLS_TARGET")}
+                                "JUMP_TARGET", "CALLS_TARGET", "EXC_TARGET")}
 EXPECT = re.compile(r"^(\S+): expect pid=(\d+)(?: image=(\w+))?((?: \w+=\d+)+)$")
 THREAD = re.compile(r"^workload: thread pid=\d+ tid=(\d+) .*?((?: \w+=\d+)+)$")
 
