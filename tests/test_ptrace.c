@@ -182,6 +182,65 @@ static void test_pages_are_rx_in_target_and_run_there(void **state)
 	free(w);
 }
 
+/* The /proc/PID/maps line of addr: its permissions, or "" when nothing is mapped there. */
+static void perms_at(pid_t pid, uint64_t addr, char perms[8])
+{
+	char path[64], line[512];
+	unsigned long long a, b;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(path, "r");
+	perms[0] = '\0';
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx %7s", &a, &b, perms) == 3 && addr >= a && addr < b)
+			break;
+		else
+			perms[0] = '\0';
+	if (f)
+		fclose(f);
+}
+
+/* Shared data (what jump probes count in) and a reservation placed near a given range. */
+static void test_shared_data_and_a_reservation_near(void **state)
+{
+	(void)state;
+	struct world *w = calloc(1, sizeof(*w));
+	start(w, "2", NULL); /* every thread stopped */
+	uint64_t addr;
+	void *view;
+	assert_int_equal(ptss_space_ptrace_map_data(w->space, 1 << 20, &addr, &view), 0);
+	char perms[8];
+	perms_at(w->t.pid, addr, perms);
+	assert_string_equal(perms, "rw-s"); /* read+write, shared, never executable */
+	/* One memory: what the tracer writes, the target's memory holds, and back. */
+	char mem[64];
+	snprintf(mem, sizeof(mem), "/proc/%d/mem", (int)w->t.pid);
+	FILE *f = fopen(mem, "r+");
+	assert_non_null(f);
+	uint64_t v = 0x1234567890abcdefull, got = 0;
+	memcpy((char *)view + 4096, &v, 8);
+	assert_int_equal(pread(fileno(f), &got, 8, (off_t)(addr + 4096)), 8);
+	assert_true(got == v);
+	v = 42;
+	assert_int_equal(pwrite(fileno(f), &v, 8, (off_t)(addr + 8192)), 8);
+	assert_true(*(volatile uint64_t *)((char *)view + 8192) == 42);
+	fclose(f);
+	assert_int_equal(ptss_space_ptrace_unmap_data(w->space, addr, 1 << 20, view), 0);
+	perms_at(w->t.pid, addr, perms);
+	assert_string_equal(perms, "");
+
+	/* The next reservation lands inside the range asked for. */
+	uint64_t lo = 0x200000000000ull, hi = lo + (1ull << 32);
+	ptss_space_ptrace_near(w->space, lo, hi);
+	ptss_entry *e[1];
+	assert_int_equal(ptss_enable(w->p, 1, e), 0);
+	uint64_t at = ptss_entry_addr(w->p, e[0]);
+	assert_true(at >= lo && at < hi);
+	assert_int_equal(tracee_cont_all(&w->t), 0);
+	ptss_release(w->p, e[0]);
+	finish(w);
+	free(w);
+}
+
 static void test_injection_leaves_registers_and_mask_unchanged(void **state)
 {
 	(void)state;
@@ -471,6 +530,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pages_are_rx_in_target_and_run_there),
 		cmocka_unit_test(test_injection_leaves_registers_and_mask_unchanged),
+		cmocka_unit_test(test_shared_data_and_a_reservation_near),
 		cmocka_unit_test(test_threads_come_and_go_growth_is_exact),
 		cmocka_unit_test(test_fork_child_loses_pages_with_one_injection),
 		cmocka_unit_test(test_exec_frees_and_new_image_is_enabled_afresh),

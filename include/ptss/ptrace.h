@@ -68,7 +68,7 @@ PTSS_API void ptss_space_ptrace_near(ptss_space *s, uint64_t lo, uint64_t hi);
 /*
  * Shared data, apart from the reservation: `size` bytes of a new memfd mapped read+write
  * (never executable) both in the target, at *addr, and in the tracer, at *view — what the
- * target writes there the tracer reads at once, without stopping it. 4 injections, each
+ * target writes there the tracer reads at once, without stopping it. 3 injections, each
  * checked as the space's own; a fork child shares the mapping (unmap it there with
  * ptss_space_ptrace_unmap_data on the child's space). 0 or -errno.
  */

@@ -165,13 +165,13 @@ struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 	/* The probes, and their latency summaries after them: one block, freed as one. */
 	size_t n = t->nrows + 1;
 	struct ptss_trace_probe *probes = calloc(1, n * (sizeof(*probes) + sizeof(struct ptss_trace_latency)));
-	struct ptss_trace_latency *lat = probes ? (struct ptss_trace_latency *)(probes + n) : NULL;
 	if (!s || !probes) {
 		free(s);
 		free(probes);
 		errno = ENOMEM;
 		return NULL;
 	}
+	struct ptss_trace_latency *lat = (struct ptss_trace_latency *)(probes + n);
 	s->probes = probes;
 	s->pid = t->child ? t->child : t->pid;
 	s->command = t->command_name ? t->command_name : "";
@@ -193,7 +193,7 @@ struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 			probes[i].hits += probes[i].threads[k].hits;
 		probes[i].jump_hits = r->jump_hits + live_jump;
 		probes[i].returns = r->returns;
-		if (lat && calls_summary(r, &lat[i]))
+		if (calls_summary(r, &lat[i]))
 			probes[i].latency = &lat[i];
 	}
 	/* The live processes' figures with the totals, the totals left as they are. */
