@@ -352,6 +352,8 @@ struct site *site_of_tramp(struct process *p, uint64_t rip); /* its trampoline h
 int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
 		  const struct site_fn *fn, char *why, size_t len);
 int sites_read_code(struct process *p, uint64_t addr, uint8_t *buf, size_t len); /* ours out */
+size_t sites_read_function(struct process *p, const struct site_fn *fn, struct jump_code parts[2],
+			   uint8_t **bytes);
 void sites_disarm_all(struct process *p); /* int3s and jmps: the original bytes back */
 int sites_copy(struct process *child, const struct process *parent);
 void sites_clear(struct process *p);

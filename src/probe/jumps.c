@@ -148,32 +148,20 @@ static int tramp_place(struct process *p, struct thread *by, struct site *s, con
 static int plan_site(struct process *p, struct site *s, char *why, size_t len)
 {
 	const struct site_fn *fn = &s->fn;
-	if (!fn->size || s->addr < fn->addr || s->addr >= fn->addr + fn->size || fn->size > (1u << 20)) {
-		snprintf(why, len, "the function's size is unknown");
-		return -ENOTSUP;
-	}
 	struct jump_code parts[2];
-	size_t n = 0;
-	uint8_t *main_part = malloc(fn->size), *cold = NULL;
-	if (!main_part)
-		abort();
-	int err = -EFAULT;
-	if (sites_read_code(p, fn->addr, main_part, fn->size)) {
-		snprintf(why, len, "cannot read the function's code");
-		goto out;
+	uint8_t *bytes;
+	size_t n = sites_read_function(p, fn, parts, &bytes);
+	int err = -ENOTSUP;
+	if (!n || s->addr < fn->addr || s->addr >= fn->addr + fn->size) {
+		snprintf(why, len, "the function's size is unknown, or its code cannot be read");
+	} else {
+		const uint8_t *code = parts[0].bytes + (s->addr - fn->addr);
+		err = jump_plan_make(&s->jump, s->addr, code, fn->addr + fn->size - s->addr, parts, n,
+				     why, len);
+		if (!err)
+			memcpy(s->saved, code, s->jump.len);
 	}
-	parts[n++] = (struct jump_code){ fn->addr, main_part, fn->size };
-	if (fn->cold_size && fn->cold_size <= (1u << 20) && (cold = malloc(fn->cold_size)) &&
-	    !sites_read_code(p, fn->cold_addr, cold, fn->cold_size))
-		parts[n++] = (struct jump_code){ fn->cold_addr, cold, fn->cold_size };
-	const uint8_t *code = main_part + (s->addr - fn->addr);
-	size_t avail = fn->addr + fn->size - s->addr;
-	err = jump_plan_make(&s->jump, s->addr, code, avail, parts, n, why, len);
-	if (!err)
-		memcpy(s->saved, code, s->jump.len);
-out:
-	free(main_part);
-	free(cold);
+	free(bytes);
 	return err;
 }
 
@@ -319,9 +307,6 @@ void jumps_disarm(struct tracer *t, struct process *p, struct thread *by)
 			mem_write(p, s->addr, s->saved, s->jump.len);
 		s->jumped = false;
 	}
-	for (size_t i = 0; i < t->tcap; i++) /* the counts into the tracer's own */
-		if (t->threads[i] && t->threads[i]->proc == p)
-			count_fold_jumps(t, t->threads[i]);
 	ptss_space_ptrace_use_thread(p->space, by->tid);
 	if (ptss_space_ptrace_unmap_data(p->space, j->data, j->size, NULL))
 		scratch_pages_left(t, p->pid, ptss_space_ptrace_refusal(p->space));
@@ -330,7 +315,7 @@ void jumps_disarm(struct tracer *t, struct process *p, struct thread *by)
 		ptss_proc_free(j->areas[a].code); /* unmaps the area: one injection */
 		j->areas[a].code = NULL;
 	}
-	process_drop_jumps(t, p);
+	process_drop_jumps(t, p); /* folds the counts from the tracer's view, then drops it */
 }
 
 void jumps_fork(struct tracer *t, struct process *p, pid_t tid, struct process *child)

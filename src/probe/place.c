@@ -145,32 +145,13 @@ static struct site_fn function_of(const struct probe_spec_target *tg, const stru
 	return fn;
 }
 
-/* The function's parts, read as they were before ptss: [0] itself, [1] FUNC.cold. *bytes
- * to free; how many parts, 0 if the function cannot be read. */
-static size_t read_parts(struct process *p, const struct site_fn *fn, struct jump_code parts[2], uint8_t **bytes)
-{
-	const uint64_t addr[2] = { fn->addr, fn->cold_addr }, size[2] = { fn->size, fn->cold_size };
-	size_t n = 0;
-	*bytes = malloc(fn->size + fn->cold_size + 1);
-	if (!*bytes)
-		abort();
-	for (int k = 0; k < 2; k++) {
-		uint8_t *at = *bytes + (k ? fn->size : 0);
-		if (size[k] && size[k] <= (1u << 20) && !sites_read_code(p, addr[k], at, size[k]))
-			parts[n++] = (struct jump_code){ addr[k], at, size[k] };
-		else if (k == 0)
-			return 0;
-	}
-	return n;
-}
-
 /* FUNC+OFF must start an instruction of FUNC. */
 static int check_boundary(struct process *p, const struct probe_spec_target *tg, const struct site_fn *fn,
 			  char *why, size_t len)
 {
 	struct jump_code parts[2];
 	uint8_t *bytes;
-	size_t n = read_parts(p, fn, parts, &bytes);
+	size_t n = sites_read_function(p, fn, parts, &bytes);
 	bool ok = n && scan_boundary(&parts[0], tg->addr);
 	free(bytes);
 	if (!ok)
@@ -185,7 +166,7 @@ static int arm_exits(struct tracer *t, struct process *p, struct row *row, const
 {
 	struct jump_code parts[2];
 	uint8_t *bytes;
-	size_t n = read_parts(p, fn, parts, &bytes);
+	size_t n = sites_read_function(p, fn, parts, &bytes);
 	uint64_t exits[256];
 	long m = n ? scan_exits(parts, n, exits, 256) : -1;
 	int err = 0;

@@ -115,6 +115,31 @@ int sites_read_code(struct process *p, uint64_t addr, uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* fn's code as it was before ptss: parts[0] the function, parts[1] its FUNC.cold part if
+ * it has one that can be read. How many parts, 0 if the function itself cannot be read
+ * (its size unknown or above 1 MiB); *bytes (to free) holds them. */
+size_t sites_read_function(struct process *p, const struct site_fn *fn, struct jump_code parts[2],
+			   uint8_t **bytes)
+{
+	const uint64_t max = 1u << 20;
+	const uint64_t addr[2] = { fn->addr, fn->cold_addr };
+	const uint64_t size[2] = { fn->size, fn->cold_size <= max ? fn->cold_size : 0 };
+	*bytes = NULL;
+	if (!size[0] || size[0] > max)
+		return 0;
+	if (!(*bytes = malloc(size[0] + size[1])))
+		abort();
+	size_t n = 0;
+	for (int k = 0; k < 2; k++) {
+		uint8_t *at = *bytes + (k ? size[0] : 0);
+		if (size[k] && !sites_read_code(p, addr[k], at, size[k]))
+			parts[n++] = (struct jump_code){ addr[k], at, size[k] };
+		else if (k == 0)
+			return 0;
+	}
+	return n;
+}
+
 /* An exit of fn (a ret or a branch that may leave it) where its calls of row end: a site
  * of its own, or one more duty of a site already there. Exit sites stay int3s. */
 int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row *row,

@@ -3,11 +3,11 @@
  * the decoded code of the whole function), their trampolines (jump_tramp_write), and
  * where a stopped thread stands in one (jump_locate). Layout: jump.h.
  */
+#include "decode.h"
 #include "jump.h"
 #include "layout.h"
 #include "scan.h"
 
-#include <Zydis/Zydis.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -29,13 +29,6 @@ static int refuse(char *why, size_t len, uint64_t addr, const char *fmt, ...)
 		}
 	}
 	return -ENOTSUP;
-}
-
-static bool decode(ZydisDecodedInstruction *in, ZydisDecodedOperand *ops, const uint8_t *code, size_t n)
-{
-	ZydisDecoder dec;
-	return ZYAN_SUCCESS(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)) &&
-	       ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, code, n < RELOC_INSN_MAX ? n : RELOC_INSN_MAX, in, ops));
 }
 
 /* Only the first displaced instruction may fault (a thread stopped there is at the site):
@@ -83,7 +76,7 @@ int jump_plan_make(struct jump_plan *jp, uint64_t addr, const uint8_t *code, siz
 			return refuse(why, why_len, addr, "%s", reason);
 		ZydisDecodedInstruction in;
 		ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-		if (!decode(&in, ops, code + len, avail - len))
+		if (!x86_decode(&in, ops, code + len, avail - len))
 			return refuse(why, why_len, addr + len, "cannot decode");
 		jp->disp_at[k] = -1;
 		switch (p->how) {

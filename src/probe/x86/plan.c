@@ -1,8 +1,10 @@
 /*
  * plan: the relocator's planning half — decoding and classifying the instruction under a
- * probe, once, at placement (reloc_plan_*). The only file of ptss that includes Zydis; the
- * hit half (entry.c) works from the plan alone. Entry layouts: layout.h.
+ * probe, once, at placement (reloc_plan_*). With jump.c and scan.c, the only files of ptss
+ * that decode (through decode.h); the hit half (entry.c) works from the plan alone. Entry
+ * layouts: layout.h.
  */
+#include "decode.h"
 #include "layout.h"
 #include "relocate.h"
 
@@ -25,12 +27,7 @@ struct insn {
 
 static bool decode(struct insn *d, const uint8_t *code, size_t n)
 {
-	ZydisDecoder dec;
-	if (!ZYAN_SUCCESS(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
-		return false;
-	if (n > RELOC_INSN_MAX)
-		n = RELOC_INSN_MAX;
-	return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, code, n, &d->in, d->ops));
+	return x86_decode(&d->in, d->ops, code, n);
 }
 
 static void format(const struct insn *d, uint64_t addr, char *buf, size_t len)

@@ -27,7 +27,7 @@
  * or at detach).
  *
  * Errors: 0 or a negative errno. No output; refusals come back as a one-line reason.
- * Two halves: plan.c (placement; the only file that sees the decoder, Zydis) and entry.c
+ * Two halves: plan.c (placement; it decodes, through Zydis: decode.h) and entry.c
  * (hits and unwinding); what they agree on is in layout.h.
  */
 #ifndef PTSS_TRACE_RELOCATE_H

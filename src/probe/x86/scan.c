@@ -1,7 +1,6 @@
 /* scan: functions decoded from their start (see scan.h). */
+#include "decode.h"
 #include "scan.h"
-
-#include <Zydis/Zydis.h>
 
 typedef bool scan_fn(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
 		     const ZydisDecodedOperand *ops);
@@ -11,13 +10,10 @@ typedef bool scan_fn(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in
  * nothing. */
 static bool walk(const struct jump_code *part, scan_fn *fn, void *ctx)
 {
-	ZydisDecoder dec;
-	if (!ZYAN_SUCCESS(ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64)))
-		return false;
 	ZydisDecodedInstruction in;
 	ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
 	for (size_t at = 0; at < part->len; at += in.length) {
-		if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, part->bytes + at, part->len - at, &in, ops)))
+		if (!x86_decode(&in, ops, part->bytes + at, part->len - at))
 			return false;
 		if (!fn(ctx, part->addr + at, &in, ops))
 			return true;
