@@ -28,7 +28,8 @@ static uint64_t bucket_hi(unsigned k) { return 2ull << k; }
 static void json_latency(FILE *f, const struct ptss_trace_probe *r)
 {
 	const struct ptss_trace_latency *l = r->latency;
-	fprintf(f, ", \"returns\": %llu", (unsigned long long)r->returns);
+	fprintf(f, ", \"returns\": %llu, \"jump_returns\": %llu", (unsigned long long)r->returns,
+		(unsigned long long)r->jump_returns);
 	if (!l)
 		return;
 	fprintf(f, ", \"latency\": {\"count\": %llu, \"min_ns\": %llu, \"max_ns\": %llu, "
@@ -122,7 +123,7 @@ static void print_table(const struct ptss_trace_snapshot *s, FILE *f, bool final
 		const struct ptss_trace_probe *r = &s->probes[i];
 		fprintf(f, "%-32s %12llu %8zu %-8s  0x%-16llx %s\n", r->probe, (unsigned long long)r->hits,
 			r->nthreads, mode_names[r->mode], (unsigned long long)r->addr, r->module);
-		if (verbose && r->trap_why && r->mode != PTSS_PROBE_JUMP)
+		if (verbose && r->trap_why && (r->mode != PTSS_PROBE_JUMP || r->jump_returns < r->returns))
 			fprintf(f, "  trap: %s\n", r->trap_why);
 	}
 	for (size_t i = 0; final && latency && i < s->nprobes; i++)

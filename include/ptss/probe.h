@@ -94,10 +94,11 @@ struct ptss_tracer_opts {
 	bool no_optimize;            /* never patch a site with a jmp: every probe is an int3;
 	                                default false: jump probes wherever a site allows */
 	bool latency;                /* time every call of every function probed at its entry:
-	                                its returns are probed too (its rets and tail jumps);
-	                                entries and returns take the int3 path */
+	                                its returns are probed too (its rets and tail jumps),
+	                                timed in the target by jump probes where sites allow */
 	ptss_tracer_call_fn *on_call;/* each such call as it returns (implies latency): from
-	                                ptss_tracer_run/step, the target stopped meanwhile */
+	                                ptss_tracer_run/step, the target stopped meanwhile
+	                                (every entry and return takes the int3 path) */
 	void *call_ctx;              /* passed to on_call */
 };
 #define PTSS_TRACER_OPTS(...) \
@@ -201,6 +202,7 @@ struct ptss_trace_probe {
 	const char *trap_why;        /* why a site of it is no jump probe, or NULL */
 	uint64_t returns;            /* opts.latency: returns seen (tail jumps included) */
 	const struct ptss_trace_latency *latency; /* opts.latency: its calls' times, else NULL */
+	uint64_t jump_returns;       /* of returns, those timed by an exit's trampoline */
 };
 
 /* The counts at one moment. Strings belong to the tracer (valid until ptss_tracer_free). */

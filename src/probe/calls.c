@@ -7,6 +7,9 @@
  * past them — and are dropped, neither timed nor attributed to anyone. An entry drops
  * the frames at or below its own stack pointer for the same reason. So recursion nests,
  * and nothing leaks: a thread's stack holds at most its live probed calls.
+ *
+ * Functions timed in the target (timed.c) keep that stack in the thread's call block
+ * instead; their trampolines' times are folded in here, in ns.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -43,17 +46,78 @@ static unsigned log2_of(uint64_t v)
 	return v < 2 ? 0 : 63 - (unsigned)__builtin_clzll(v);
 }
 
-static void latency_add(struct row *r, uint64_t ns)
+static struct latency *latency_of(struct latency **l)
 {
-	if (!r->lat && !(r->lat = calloc(1, sizeof(*r->lat))))
+	if (!*l && !(*l = calloc(1, sizeof(**l))))
 		abort();
-	struct latency *l = r->lat;
+	return *l;
+}
+
+/* Before the count grows: the extremes of what is there and [min, max]. */
+static void latency_extremes(struct latency *l, uint64_t min, uint64_t max)
+{
+	l->min = l->count && l->min < min ? l->min : min;
+	l->max = l->max > max ? l->max : max;
+}
+
+static void latency_bucket_add(struct latency *l, uint64_t ns, uint64_t n)
+{
 	unsigned k = log2_of(ns);
 	uint64_t lo = k ? 1ull << k : 0, width = k ? 1ull << k : 2;
-	l->sub[k][(ns - lo) * SUBS / width]++;
-	l->min = l->count && l->min < ns ? l->min : ns;
-	l->max = l->max > ns ? l->max : ns;
-	l->count++;
+	l->sub[k][(ns - lo) * SUBS / width] += n;
+	l->count += n;
+}
+
+static void latency_add(struct row *r, uint64_t ns)
+{
+	struct latency *l = latency_of(&r->lat);
+	latency_extremes(l, ns, ns);
+	latency_bucket_add(l, ns, 1);
+}
+
+/* A timed column of a call block (x86/jump.h) into *l, in ns: each bucket's calls at its
+ * middle, the extremes exact. Its returns are added to *returns. */
+static void latency_add_block(struct latency **l, const uint8_t *lat, double ns_per_tick, uint64_t *returns)
+{
+	uint64_t ret, max, min_not;
+	memcpy(&ret, lat + JUMP_LAT_RETURNS, 8);
+	memcpy(&max, lat + JUMP_LAT_MAX, 8);
+	memcpy(&min_not, lat + JUMP_LAT_MIN_NOT, 8);
+	*returns += ret;
+	if (!min_not)
+		return; /* none timed */
+	struct latency *to = latency_of(l);
+	latency_extremes(to, (uint64_t)((double)~min_not * ns_per_tick), (uint64_t)((double)max * ns_per_tick));
+	for (unsigned b = 0; b < JUMP_LAT_BUCKETS; b++) {
+		uint32_t n;
+		memcpy(&n, lat + JUMP_LAT_HIST + 4 * b, 4);
+		if (!n)
+			continue;
+		uint64_t lo = jump_lat_bucket_lo(b);
+		uint64_t hi = b + 1 < JUMP_LAT_BUCKETS ? jump_lat_bucket_lo(b + 1) : lo + lo / 4;
+		latency_bucket_add(to, (uint64_t)((double)(lo + hi - 1) / 2 * ns_per_tick), n);
+	}
+}
+
+static const uint8_t *lat_column(const uint8_t *call_block, uint32_t col)
+{
+	return call_block + JUMP_CALL_STACK_BYTES + (size_t)col * JUMP_LAT_BYTES;
+}
+
+void calls_fold_timed(struct tracer *t, struct thread *th)
+{
+	const struct jumps *j = th->proc->jumps;
+	if (!th->call_block || !j)
+		return;
+	double npt = j->nlat ? timed_ns_per_tick(t) : 0;
+	for (uint32_t c = 0; c < j->nlat; c++) {
+		struct row *r = j->lat_rows[c];
+		uint64_t returns = 0;
+		latency_add_block(&r->lat, lat_column(th->call_block, c), npt, &returns);
+		r->returns += returns;
+		r->jump_returns += returns;
+	}
+	memset(th->call_block, 0, JUMPS_CALL_BYTES); /* the slot's next thread starts empty */
 }
 
 /* The value below which a fraction q of the samples lie: the middle of its sub-bucket. */
@@ -73,9 +137,26 @@ static uint64_t percentile(const struct latency *l, double q)
 	return l->max;
 }
 
-bool calls_summary(const struct row *r, struct ptss_trace_latency *out)
+bool calls_summary(const struct tracer *t, const struct row *r, struct ptss_trace_latency *out,
+		   uint64_t *returns, uint64_t *jump_returns)
 {
-	const struct latency *l = r->lat;
+	struct latency *l = NULL;
+	if (r->lat)
+		*latency_of(&l) = *r->lat;
+	*returns = r->returns;
+	*jump_returns = r->jump_returns;
+	double npt = 0;
+	for (size_t i = 0; i < t->tcap; i++) { /* the live threads' blocks, read as they are */
+		const struct thread *th = t->threads[i];
+		int col = th && th->call_block ? timed_col(th->proc->jumps, (struct row *)r, false) : -1;
+		if (col < 0)
+			continue;
+		uint64_t more = 0;
+		npt = npt ? npt : timed_ns_per_tick(t);
+		latency_add_block(&l, lat_column(th->call_block, (uint32_t)col), npt, &more);
+		*returns += more;
+		*jump_returns += more;
+	}
 	if (!l)
 		return false;
 	*out = (struct ptss_trace_latency){ .count = l->count, .min_ns = l->min, .max_ns = l->max };
@@ -86,6 +167,7 @@ bool calls_summary(const struct row *r, struct ptss_trace_latency *out)
 		out->p50_ns = percentile(l, 0.50);
 		out->p99_ns = percentile(l, 0.99);
 	}
+	free(l);
 	return true;
 }
 
@@ -169,6 +251,12 @@ static void drop_above(struct thread *th, uint64_t rsp, bool inclusive)
 
 void calls_enter(struct tracer *t, struct thread *th, struct row *r, const struct user_regs_struct *regs)
 {
+	int col;
+	uint8_t *block = timed_block(th, r, &col);
+	if (block) {
+		timed_push(block, regs->rsp, col);
+		return;
+	}
 	drop_above(th, regs->rsp, true);
 	if (th->ncalls == th->capcalls) {
 		th->capcalls = th->capcalls ? th->capcalls * 2 : 16;
@@ -191,6 +279,14 @@ void calls_return(struct tracer *t, struct thread *th, struct row *r, uint64_t r
 {
 	uint64_t end = now_ns(CLOCK_MONOTONIC);
 	r->returns++;
+	int col;
+	uint64_t ticks;
+	uint8_t *block = timed_block(th, r, &col);
+	if (block) {
+		if (timed_pop(block, rsp, col, &ticks))
+			latency_add(r, (uint64_t)((double)ticks * timed_ns_per_tick(t)));
+		return;
+	}
 	drop_above(th, rsp, false);
 	if (!th->ncalls || th->calls[th->ncalls - 1].rsp != rsp || th->calls[th->ncalls - 1].row != r)
 		return; /* its entry was not seen (the call began before ptss came) */

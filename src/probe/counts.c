@@ -52,10 +52,11 @@ void count_hit(struct tracer *t, struct thread *th, struct row *r, int64_t delta
 	r->hits += (uint64_t)delta;
 }
 
-/* The counts th's trampolines made (jumps.c), moved into th's own. */
+/* The counts th's trampolines made (jumps.c), moved into th's own; its timed calls too. */
 void count_fold_jumps(struct tracer *t, struct thread *th)
 {
 	const struct jumps *j = th->proc->jumps;
+	calls_fold_timed(t, th);
 	for (uint32_t c = 0; j && th->jump_counts && c < j->ncols; c++) {
 		uint64_t n = __atomic_exchange_n(&th->jump_counts[c], 0, __ATOMIC_RELAXED);
 		if (n) {
@@ -192,8 +193,7 @@ struct ptss_trace_snapshot *count_snapshot(const struct tracer *t)
 		for (size_t k = 0; k < probes[i].nthreads; k++)
 			probes[i].hits += probes[i].threads[k].hits;
 		probes[i].jump_hits = r->jump_hits + live_jump;
-		probes[i].returns = r->returns;
-		if (calls_summary(r, &lat[i]))
+		if (calls_summary(t, r, &lat[i], &probes[i].returns, &probes[i].jump_returns))
 			probes[i].latency = &lat[i];
 	}
 	/* The live processes' figures with the totals, the totals left as they are. */

@@ -25,6 +25,7 @@
  *   sites.c      the probe sites of a process: int3 written and restored
  *   counts.c     every count: hits per probe and thread, scratch figures; the snapshot
  *   calls.c      calls entry to return (latency, events): per-thread stacks by rsp
+ *   timed.c      calls timed in the target: the tracer's side of the call blocks
  *   mem.c        the target's memory (/proc/PID/mem)
  *   say.c        messages, through the caller's print callback
  *   probe_spec.c, elf/ (symbols, maps), x86/ (the relocator), err.c: no tracer state
@@ -76,7 +77,8 @@ struct row {
 	bool jumped;           /* optimized in some process */
 	char *trap_why;        /* why a site of it keeps its int3, or NULL */
 	const struct probe_spec *sig; /* its argument types (the probe that made it) */
-	uint64_t returns;      /* opts.latency: returns seen (calls.c) */
+	uint64_t returns;      /* opts.latency: returns seen, folded (calls.c) */
+	uint64_t jump_returns; /* of them, those of exit trampolines, folded (calls.c) */
 	struct latency *lat;   /* opts.latency: times of its calls, or NULL (calls.c) */
 };
 
@@ -96,6 +98,7 @@ struct site {
 	struct site_fn fn;
 	struct row *exit_row;  /* opts.latency: a ret or branch by which exit_fn may leave */
 	struct site_fn exit_fn;
+	bool covered;          /* an exit under its entry's jmp: that trampoline times it */
 	/* when jumped */
 	struct jump_plan jump;
 	struct jump_tramp tramp;
@@ -110,7 +113,7 @@ struct spec {              /* a probe argument */
 	bool armed, said, warned; /* placed somewhere; an error said; "waits for dlopen" said */
 };
 
-/* A process's trampolines near one part of its address space: ptss entries of 256 bytes
+/* A process's trampolines near one part of its address space: ptss entries of 1 KiB
  * in a reservation placed within reach (rel32) of the sites that use them. */
 struct jump_area {
 	ptss_space *space;
@@ -126,8 +129,13 @@ enum {
 	JUMPS_TABLE_OFF = 4096,
 	JUMPS_COUNTS_OFF = JUMPS_TABLE_OFF + (8 << JUMPS_TABLE_BITS),
 	JUMPS_ROW_BYTES = JUMPS_MAX_COLS * 8,
+	JUMPS_CALLS_OFF = JUMPS_COUNTS_OFF + JUMPS_MAX_SLOTS * JUMPS_ROW_BYTES, /* timed.c */
+	JUMPS_LAT_COLS = 32,     /* functions timed in the target per process */
+	JUMPS_CALL_BYTES = JUMP_CALL_STACK_BYTES + JUMPS_LAT_COLS * JUMP_LAT_BYTES,
 };
-#define JUMPS_DATA_SIZE ((size_t)JUMPS_COUNTS_OFF + (size_t)JUMPS_MAX_SLOTS * JUMPS_ROW_BYTES)
+_Static_assert((int)JUMPS_LAT_COLS <= (int)JUMP_LAT_COLS_MAX, "a timed column is a byte of a frame");
+#define JUMPS_DATA_SIZE ((size_t)JUMPS_CALLS_OFF)
+#define JUMPS_TIMED_DATA_SIZE (JUMPS_DATA_SIZE + (size_t)JUMPS_MAX_SLOTS * JUMPS_CALL_BYTES)
 
 /*
  * A process's optimized sites (jumps.c): the data area the trampolines count in (the
@@ -145,6 +153,9 @@ struct jumps {
 	uint32_t words;        /* table words in use: keys and tombstones */
 	struct row **rows;     /* per counter column: the row it counts */
 	uint32_t ncols;
+	bool timed;            /* calls timed in the target: call blocks after the counters */
+	struct row *lat_rows[JUMPS_LAT_COLS]; /* per timed column: the function (timed.c) */
+	uint32_t nlat;
 };
 
 /* One traced address space. */
@@ -216,6 +227,7 @@ struct thread {
 	bool keyed;            /* fs_base is in the table */
 	uint64_t *jump_counts; /* its counters in the data area (the tracer's view), one per
 	                          column of proc->jumps, or NULL */
+	uint8_t *call_block;   /* its call block there when calls are timed, or NULL */
 	struct call_frame *calls; /* its open calls of probed functions (calls.c) */
 	size_t ncalls, capcalls;
 };
@@ -247,6 +259,7 @@ struct tracer {
 	uint64_t claim_failures;
 	uint64_t pages_hw, entries_hw, claimed_hw; /* scratch figures, over every process life */
 	char *command_name;
+	uint64_t tsc0, ns0;    /* a tsc and CLOCK_MONOTONIC read together: ticks to ns (timed.c) */
 };
 
 /* loop.c */
@@ -373,8 +386,23 @@ void calls_enter(struct tracer *t, struct thread *th, struct row *r, const struc
 /* th leaves r's function by a ret (tail: a jump) with rsp where the return address is. */
 void calls_return(struct tracer *t, struct thread *th, struct row *r, uint64_t rsp, uint64_t rax, bool tail);
 void calls_thread_gone(struct thread *th);
-bool calls_summary(const struct row *r, struct ptss_trace_latency *out); /* false: none */
+/* r's returns and times, the live threads' call blocks included: false when none timed. */
+bool calls_summary(const struct tracer *t, const struct row *r, struct ptss_trace_latency *out,
+		   uint64_t *returns, uint64_t *jump_returns);
+void calls_fold_timed(struct tracer *t, struct thread *th); /* its call block in, emptied */
 void calls_free(struct row *r);
+
+/* timed.c: calls timed in the target, the tracer's side (jump.h: the call blocks) */
+/* Whether a process's calls may be timed in its data area: 0, or -ENOTSUP with why. */
+int timed_possible(struct tracer *t, char *why, size_t len);
+int timed_col(struct jumps *j, struct row *r, bool assign); /* r's column, or -1 */
+/* th's column block of r and its column, or NULL: r's calls of th are not timed there. */
+uint8_t *timed_block(const struct thread *th, struct row *r, int *col);
+/* What the trampolines do, done by the tracer for a stopped thread: an entry at rsp, and
+ * an exit (true, *ticks: the call it ends was timed). */
+void timed_push(uint8_t *call_block, uint64_t rsp, int col);
+bool timed_pop(uint8_t *call_block, uint64_t rsp, int col, uint64_t *ticks);
+double timed_ns_per_tick(const struct tracer *t);
 
 /* mem.c */
 int mem_open(pid_t pid); /* /proc/PID/mem, read-write: a descriptor or -1 */

@@ -33,7 +33,7 @@
 #endif
 
 enum {
-	TRAMP_SIZE = 256,    /* bytes per trampoline: a ptss entry of the area */
+	TRAMP_SIZE = JUMP_TRAMP_MAX, /* bytes per trampoline: a ptss entry of the area */
 	AREA_SIZE = 1 << 20, /* an area's reservation */
 };
 /* How far from a site its trampoline's area may start: the whole area within rel32. */
@@ -41,11 +41,13 @@ enum {
 
 /* ---- optimizing -------------------------------------------------------------------- */
 
-/* Why s is an int3 for now, kept in its row from the first site that gave a reason. */
+/* Why s is an int3 for now, kept in its row (an exit's: its function's) from the first
+ * site that gave a reason. */
 static void say_trap(struct site *s, const char *why)
 {
-	if (s->row && !s->row->trap_why)
-		s->row->trap_why = strdup(why);
+	struct row *r = s->row ? s->row : s->exit_row;
+	if (r && !r->trap_why)
+		r->trap_why = strdup(why);
 }
 
 /* s stays an int3 for good. */
@@ -55,14 +57,16 @@ static void keep_trap(struct site *s, const char *why)
 	say_trap(s, why);
 }
 
-static struct jumps *jumps_create(struct process *p, struct thread *by, char *why, size_t len)
+static struct jumps *jumps_create(struct process *p, struct thread *by, bool timed, char *why, size_t len)
 {
 	struct jumps *j = calloc(1, sizeof(*j));
 	if (!j)
 		abort();
 	ptss_space_ptrace_use_thread(p->space, by->tid);
 	void *view;
-	int err = ptss_space_ptrace_map_data(p->space, JUMPS_DATA_SIZE, &j->data, &view);
+	j->timed = timed;
+	j->size = timed ? JUMPS_TIMED_DATA_SIZE : JUMPS_DATA_SIZE; /* pages come as touched */
+	int err = ptss_space_ptrace_map_data(p->space, j->size, &j->data, &view);
 	if (err) {
 		const char *refusal = ptss_space_ptrace_refusal(p->space);
 		snprintf(why, len, "cannot map the counters: %s", refusal ? refusal : strerror(-err));
@@ -70,7 +74,6 @@ static struct jumps *jumps_create(struct process *p, struct thread *by, char *wh
 		return NULL;
 	}
 	j->view = view;
-	j->size = JUMPS_DATA_SIZE;
 	/* The alive word: held by this thread for the tracer's life, let go by the kernel if
 	 * the tracer dies (a robust mutex whose owner died: its tid bits cleared). */
 	pthread_mutex_t *m = (pthread_mutex_t *)(j->view + JUMPS_ALIVE_OFF);
@@ -144,23 +147,26 @@ static int tramp_place(struct process *p, struct thread *by, struct site *s, con
 	}
 }
 
-/* The function's code around s, read from the target, planned by jump_plan_make. */
-static int plan_site(struct process *p, struct site *s, char *why, size_t len)
+/* The function's code around s, read from the target, planned by jump_plan_make (an
+ * entry or offset) or jump_plan_exit (a ret or tail jump of it). */
+static int plan_site(struct process *p, struct site *s, unsigned cover, char *why, size_t len)
 {
-	const struct site_fn *fn = &s->fn;
+	const struct site_fn *fn = s->exit_row ? &s->exit_fn : &s->fn;
 	struct jump_code parts[2];
 	uint8_t *bytes;
 	size_t n = sites_read_function(p, fn, parts, &bytes);
 	int err = -ENOTSUP;
 	if (!n || s->addr < fn->addr || s->addr >= fn->addr + fn->size) {
 		snprintf(why, len, "the function's size is unknown, or its code cannot be read");
+	} else if (s->exit_row) {
+		err = jump_plan_exit(&s->jump, s->addr, parts, n, why, len);
 	} else {
 		const uint8_t *code = parts[0].bytes + (s->addr - fn->addr);
-		err = jump_plan_make(&s->jump, s->addr, code, fn->addr + fn->size - s->addr, parts, n,
+		err = jump_plan_make(&s->jump, s->addr, code, fn->addr + fn->size - s->addr, cover, parts, n,
 				     why, len);
-		if (!err)
-			memcpy(s->saved, code, s->jump.len);
 	}
+	if (!err)
+		memcpy(s->saved, parts[0].bytes + (s->jump.addr - fn->addr), s->jump.len);
 	free(bytes);
 	return err;
 }
@@ -185,28 +191,82 @@ static uint64_t *thread_places(const struct tracer *t, const struct process *p, 
 	return at;
 }
 
-/* Another site inside the bytes s's jmp would cover, or a jmp over s's own: or NULL. */
-static const struct site *site_in_the_way(const struct process *p, const struct site *s)
+/*
+ * A timed entry planned (s->jump) close before an exit of its function, so close that the
+ * exit's own jmp would overlap it (a small function, a thunk): the plan stretched over
+ * that exit, which the trampoline's exit part then times. That exit's site, or NULL.
+ */
+static struct site *stretch_over_exit(struct process *p, struct site *s, int lat_col)
 {
+	uint64_t end = s->jump.addr + s->jump.len;
+	struct site *o = NULL;
+	for (size_t i = 0; lat_col >= 0 && s->row && !o && i < p->nsites; i++)
+		if (p->sites[i].exit_row == s->row && !p->sites[i].row && !p->sites[i].jumped &&
+		    p->sites[i].addr > s->addr && p->sites[i].addr < end + JUMP_PATCH_LEN - 1)
+			o = &p->sites[i];
+	if (!o || o->addr + o->plan.len - s->addr > JUMP_COVER_MAX)
+		return NULL;
+	struct jump_plan planned = s->jump;
+	uint8_t saved[JUMP_COVER_MAX];
+	memcpy(saved, s->saved, sizeof(saved));
+	char why[256];
+	if (plan_site(p, s, (unsigned)(o->addr + o->plan.len - s->addr), why, sizeof(why)) ||
+	    s->jump.insn[s->jump.ninsns - 1].addr != o->addr) {
+		s->jump = planned; /* the exit stays an int3 */
+		memcpy(s->saved, saved, sizeof(saved));
+		return NULL;
+	}
+	s->jump.exit = true;
+	return o;
+}
+
+/* Another site inside the bytes s's jmp would cover (but `covered`), or a jmp over them:
+ * or NULL. */
+static const struct site *site_in_the_way(const struct process *p, const struct site *s,
+					  const struct site *covered)
+{
+	uint64_t lo = s->jump.addr, hi = lo + s->jump.len;
 	for (size_t i = 0; i < p->nsites; i++) {
 		const struct site *o = &p->sites[i];
-		if (o != s && ((o->addr > s->addr && o->addr < s->addr + s->jump.len) ||
-			       (o->jumped && s->addr > o->addr && s->addr < o->addr + o->jump.len)))
+		if (o != s && o != covered && ((o->addr >= lo && o->addr < hi) ||
+			       (o->jumped && o->jump.addr < hi && lo < o->jump.addr + o->jump.len)))
 			return o;
 	}
 	return NULL;
 }
 
-static void optimize_site(struct process *p, struct thread *by, struct site *s, const uint64_t *places,
-			  size_t nplaces)
+/* The function whose calls s's trampoline would time: an exit's, or a timed entry's. */
+static struct row *timed_row(const struct tracer *t, const struct site *s)
+{
+	if (s->exit_row)
+		return s->exit_row;
+	return t->opts.latency && s->row && s->addr == s->fn.addr ? s->row : NULL;
+}
+
+static void optimize_site(struct tracer *t, struct process *p, struct thread *by, struct site *s,
+			  const uint64_t *places, size_t nplaces)
 {
 	char why[256];
 	struct jumps *j = p->jumps;
-	if (plan_site(p, s, why, sizeof(why))) {
+	/* Calls timed: an entry pushes a frame, an exit times the call (timed.c). */
+	struct row *timed = timed_row(t, s);
+	int lat_col = timed ? timed_col(j, timed, false) : -1;
+	if (s->exit_row && s->row) {
+		keep_trap(s, "an entry that is also an exit of its function (a thunk)");
+		return;
+	}
+	if (timed && lat_col < 0) {
+		snprintf(why, sizeof(why), "calls are timed by the tracer: more than %d functions timed "
+			 "in one process", JUMPS_LAT_COLS);
 		keep_trap(s, why);
 		return;
 	}
-	const struct site *o = site_in_the_way(p, s);
+	if (plan_site(p, s, JUMP_PATCH_LEN, why, sizeof(why))) {
+		keep_trap(s, why);
+		return;
+	}
+	struct site *covered = stretch_over_exit(p, s, lat_col);
+	const struct site *o = site_in_the_way(p, s, covered);
 	if (o) {
 		snprintf(why, sizeof(why), "0x%llx: another probe at 0x%llx, inside the %u bytes a jump "
 			 "would replace", (unsigned long long)s->addr, (unsigned long long)o->addr, s->jump.len);
@@ -214,14 +274,14 @@ static void optimize_site(struct process *p, struct thread *by, struct site *s, 
 		return;
 	}
 	for (size_t i = 0; i < nplaces; i++)
-		if (places[i] > s->addr && places[i] < s->addr + s->jump.len) {
+		if (places[i] > s->jump.addr && places[i] < s->jump.addr + s->jump.len) {
 			/* Not now: tried again at the next placement (a dlopen, the entry). */
 			snprintf(why, sizeof(why), "0x%llx: a thread was inside the %u bytes a jump would "
-				 "replace", (unsigned long long)s->addr, s->jump.len);
+				 "replace", (unsigned long long)s->jump.addr, s->jump.len);
 			say_trap(s, why);
 			return;
 		}
-	if (j->ncols == JUMPS_MAX_COLS) {
+	if (!s->exit_row && j->ncols == JUMPS_MAX_COLS) {
 		snprintf(why, sizeof(why), "more than %d jump probes in one process", JUMPS_MAX_COLS);
 		keep_trap(s, why);
 		return;
@@ -229,23 +289,28 @@ static void optimize_site(struct process *p, struct thread *by, struct site *s, 
 	struct jump_data d = { .base = j->data, .alive_off = JUMPS_ALIVE_OFF,
 			       .table_off = JUMPS_TABLE_OFF, .table_bits = JUMPS_TABLE_BITS,
 			       .counts_off = JUMPS_COUNTS_OFF, .row_bytes = JUMPS_ROW_BYTES,
-			       .col = j->ncols };
+			       .col = j->ncols, .lat_col = lat_col, .calls_off = JUMPS_CALLS_OFF,
+			       .call_bytes = JUMPS_CALL_BYTES };
 	uint8_t patch[JUMP_COVER_MAX];
 	if (tramp_place(p, by, s, &d, why, sizeof(why))) {
 		keep_trap(s, why);
 		return;
 	}
 	jump_patch_bytes(&s->jump, s->tramp_addr, patch);
-	if (mem_write(p, s->addr, patch, s->jump.len)) {
+	if (mem_write(p, s->jump.addr, patch, s->jump.len)) {
 		keep_trap(s, "cannot write the jump");
 		return;
 	}
+	s->jumped = s->jump_tried = true;
+	if (covered)
+		covered->covered = covered->jump_tried = true;
+	if (s->exit_row)
+		return; /* no counter: an exit counts its function's returns in the call block */
 	j->rows = realloc(j->rows, (j->ncols + 1) * sizeof(*j->rows));
 	if (!j->rows)
 		abort();
 	j->rows[j->ncols] = s->row;
 	s->col = j->ncols++;
-	s->jumped = s->jump_tried = true;
 	s->row->jumped = true;
 }
 
@@ -262,12 +327,12 @@ void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool
 		snprintf(why, sizeof(why), "jump probes are off (no_optimize)");
 	else if (t->opts.no_scratch)
 		snprintf(why, sizeof(why), "no scratch at all (no_scratch)");
-	else if (t->opts.latency)
-		snprintf(why, sizeof(why), "calls are timed (latency, events) on the trap path");
+	else if (t->opts.latency && timed_possible(t, why, sizeof(why)))
+		; /* why is said: every call stops, and the tracer times it */
 	else if (auxv_value(p->pid, AT_HWCAP2, &hwcap2) || !(hwcap2 & HWCAP2_FSGSBASE))
 		snprintf(why, sizeof(why), "this CPU or kernel has no rdfsbase (FSGSBASE)");
 	else if (!p->jumps)
-		p->jumps = jumps_create(p, by, why, sizeof(why));
+		p->jumps = jumps_create(p, by, t->opts.latency, why, sizeof(why));
 	if (why[0]) {
 		for (size_t i = 0; i < p->nsites; i++)
 			if (!p->sites[i].internal && !p->sites[i].jump_tried)
@@ -277,11 +342,16 @@ void jumps_optimize(struct tracer *t, struct process *p, struct thread *by, bool
 	bool held = !all_stopped && p->nthreads > 1;
 	if (held)
 		hold_others(t, by);
+	/* Each timed function its column before any of its sites moves to a jmp: from then
+	 * on its calls are on the thread's call block, whatever path they take. */
+	for (size_t i = 0; i < p->nsites; i++)
+		if (!p->sites[i].internal && !p->sites[i].jump_tried)
+			timed_col(p->jumps, timed_row(t, &p->sites[i]), true);
 	size_t nplaces;
 	uint64_t *places = thread_places(t, p, &nplaces);
 	for (size_t i = 0; i < p->nsites; i++)
 		if (!p->sites[i].internal && !p->sites[i].jump_tried)
-			optimize_site(p, by, &p->sites[i], places, nplaces);
+			optimize_site(t, p, by, &p->sites[i], places, nplaces);
 	free(places);
 	/* Every thread keyed while it is stopped. */
 	for (size_t i = 0; i < t->tcap; i++) {
@@ -304,7 +374,7 @@ void jumps_disarm(struct tracer *t, struct process *p, struct thread *by)
 	for (size_t i = 0; i < p->nsites; i++) { /* the bytes back first: no hit after this */
 		struct site *s = &p->sites[i];
 		if (s->jumped)
-			mem_write(p, s->addr, s->saved, s->jump.len);
+			mem_write(p, s->jump.addr, s->saved, s->jump.len);
 		s->jumped = false;
 	}
 	ptss_space_ptrace_use_thread(p->space, by->tid);
@@ -327,11 +397,11 @@ void jumps_fork(struct tracer *t, struct process *p, pid_t tid, struct process *
 		uint8_t int3 = 0xcc;
 		for (size_t i = 0; i < child->nsites; i++) {
 			struct site *s = &child->sites[i];
-			if (s->jumped && (mem_write(child, s->addr, s->saved, s->jump.len) ||
-					  mem_write(child, s->addr, &int3, 1)))
+			if ((s->jumped && mem_write(child, s->jump.addr, s->saved, s->jump.len)) ||
+			    ((s->jumped || s->covered) && mem_write(child, s->addr, &int3, 1)))
 				say_error(t, "child %d: cannot restore the probe at 0x%llx", (int)tid,
 					  (unsigned long long)s->addr);
-			s->jumped = s->jump_tried = false;
+			s->jumped = s->jump_tried = s->covered = false;
 		}
 	}
 	ptss_space *cs = ptss_space_ptrace_new(tid, tid);

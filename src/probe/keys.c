@@ -138,8 +138,11 @@ static void key(struct tracer *t, struct thread *th)
 void jumps_thread_seen(struct tracer *t, struct thread *th, uint64_t fs_base)
 {
 	struct jumps *j = th->proc->jumps;
-	if (j && !th->jump_counts && slot_of(th) != NO_SLOT)
+	if (j && !th->jump_counts && slot_of(th) != NO_SLOT) {
 		th->jump_counts = (uint64_t *)(j->view + JUMPS_COUNTS_OFF + (size_t)slot_of(th) * JUMPS_ROW_BYTES);
+		if (j->timed)
+			th->call_block = j->view + JUMPS_CALLS_OFF + (size_t)slot_of(th) * JUMPS_CALL_BYTES;
+	}
 	if (j && th->keyed && th->fs_base == fs_base)
 		return;
 	if (j && th->keyed)
@@ -158,6 +161,14 @@ void jumps_thread_gone(struct tracer *t, struct thread *th)
 void jumps_miss(struct tracer *t, struct thread *th, struct user_regs_struct *regs, struct site *s)
 {
 	jumps_thread_seen(t, th, regs->fs_base);
+	uint64_t rsp = regs->rsp + s->tramp.site_rsp; /* the trampoline saved registers below it */
+	if (jump_miss_part(&s->tramp, s->tramp_addr, regs->rip - 1) == JUMP_PART_EXIT) {
+		const struct reloc_plan *exit = &s->jump.insn[s->jump.ninsns - 1];
+		calls_return(t, th, s->exit_row ? s->exit_row : s->row, rsp, 0, exit->how == RELOC_JMP);
+		return;
+	}
 	count_hit(t, th, s->row, 1);
+	if (s->tramp.timed)
+		calls_enter(t, th, s->row, &(struct user_regs_struct){ .rsp = rsp });
 }
 

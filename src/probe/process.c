@@ -86,6 +86,7 @@ void process_drop_jumps(struct tracer *t, struct process *p)
 		if (t->threads[i] && t->threads[i]->proc == p) {
 			count_fold_jumps(t, t->threads[i]);
 			t->threads[i]->jump_counts = NULL;
+			t->threads[i]->call_block = NULL;
 			t->threads[i]->keyed = false;
 		}
 	pthread_mutex_unlock(j->alive);

@@ -73,7 +73,7 @@ void sites_disarm_all(struct process *p)
 	for (size_t i = 0; i < p->nsites; i++) {
 		const struct site *s = &p->sites[i];
 		if (s->jumped)
-			mem_write(p, s->addr, s->saved, s->jump.len);
+			mem_write(p, s->jump.addr, s->saved, s->jump.len);
 		else
 			mem_write(p, s->addr, &s->orig, 1);
 	}
@@ -107,10 +107,11 @@ int sites_read_code(struct process *p, uint64_t addr, uint8_t *buf, size_t len)
 		return -EFAULT;
 	for (size_t i = 0; i < p->nsites; i++) {
 		const struct site *s = &p->sites[i];
+		uint64_t at = s->jumped ? s->jump.addr : s->addr;
 		size_t n = s->jumped ? s->jump.len : 1;
 		for (size_t k = 0; k < n; k++)
-			if (s->addr + k >= addr && s->addr + k < addr + len)
-				buf[s->addr + k - addr] = s->jumped ? s->saved[k] : s->orig;
+			if (at + k >= addr && at + k < addr + len)
+				buf[at + k - addr] = s->jumped ? s->saved[k] : s->orig;
 	}
 	return 0;
 }
@@ -141,7 +142,8 @@ size_t sites_read_function(struct process *p, const struct site_fn *fn, struct j
 }
 
 /* An exit of fn (a ret or a branch that may leave it) where its calls of row end: a site
- * of its own, or one more duty of a site already there. Exit sites stay int3s. */
+ * of its own, or one more duty of a site already there. jumps.c may make it a jmp whose
+ * trampoline times the call (a ret or a direct jmp, calls timed in the target). */
 int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row *row,
 		  const struct site_fn *fn, char *why, size_t len)
 {
@@ -151,9 +153,8 @@ int site_arm_exit(struct tracer *t, struct process *p, uint64_t addr, struct row
 		if (err)
 			return err;
 		s = site_find(p, addr);
-		s->internal = false;
+		s->internal = s->jump_tried = false;
 	}
-	s->jump_tried = true;
 	s->exit_row = row;
 	s->exit_fn = *fn;
 	return 0;
@@ -167,7 +168,8 @@ int site_arm(struct tracer *t, struct process *p, uint64_t addr, struct row *row
 	if (site_find(p, addr))
 		return 0; /* two probes naming one address: one site */
 	for (size_t i = 0; i < p->nsites; i++)
-		if (p->sites[i].jumped && addr > p->sites[i].addr && addr < p->sites[i].addr + p->sites[i].jump.len) {
+		if (p->sites[i].jumped && addr >= p->sites[i].jump.addr &&
+		    addr < p->sites[i].jump.addr + p->sites[i].jump.len) {
 			snprintf(why, len, "0x%llx is inside the jump of the probe at 0x%llx",
 				 (unsigned long long)addr, (unsigned long long)p->sites[i].addr);
 			return -EBUSY;

@@ -28,5 +28,5 @@ struct site *trap_site(struct process *p, pid_t tid, struct user_regs_struct *re
 
 bool trap_is_miss(const struct site *s, const struct user_regs_struct *regs)
 {
-	return s->jumped && regs->rip - 1 == s->tramp_addr + s->tramp.trap;
+	return s->jumped && jump_miss_part(&s->tramp, s->tramp_addr, regs->rip - 1) >= 0;
 }

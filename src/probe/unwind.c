@@ -79,7 +79,7 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 		if (w == JUMP_OUTSIDE)
 			break;
 		if (w == JUMP_AT_FIRST && keep) { /* at detach: the thread runs the original */
-			regs->rip = s->addr;
+			regs->rip = s->jump.addr;
 			ptrace(PTRACE_SETREGS, th->tid, 0, regs);
 			break;
 		}
@@ -87,16 +87,17 @@ bool jumps_leave(struct tracer *t, struct thread *th, struct user_regs_struct *r
 		int r = step(th);
 		if (r < 0 || ptrace(PTRACE_GETREGS, th->tid, 0, regs))
 			break;
-		if (r == 0 && before == s->tramp_addr + s->tramp.trap) {
+		if (r == 0 && jump_miss_part(&s->tramp, s->tramp_addr, before) >= 0) {
 			jumps_miss(t, th, regs, s); /* the step ran the miss's int3 */
 		} else if (r > 0) {
 			/* A fault. At the first displaced instruction the thread is at the site, its
 			 * hit not made: it faults there again once the signal is dealt with. A fault
 			 * later (the stack) stays where it is: there is no site address for it. */
 			if (w == JUMP_AT_FIRST) {
-				regs->rip = s->addr;
+				regs->rip = s->jump.addr;
 				ptrace(PTRACE_SETREGS, th->tid, 0, regs);
-				uncount(t, th, s);
+				if (s->jump.entry) /* its count came before */
+					uncount(t, th, s);
 			} else if (sig) {
 				*sig = r;
 				have_si = false;

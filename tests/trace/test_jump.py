@@ -103,16 +103,25 @@ def threads_exact_per_thread():
           f"per-thread counts {per}, the threads made {said}")
 
 
-def signals_in_trampolines():
+def signals_in_trampolines(extra=()):
     """SIGUSR1s queued to a thread running through a jump probe all the time: each is
     delivered with its own siginfo, out of the trampoline, and the handler's own calls
-    are counted; the total exact."""
-    rc, out, err, rep = trace(["jt_plain"], [T["JUMP_TARGET"], "signals", "3000000"], timeout=300)
+    are counted; the total exact. With --latency (extra): the trampolines time every call,
+    those of the handlers too, which run on the same thread in the middle of another."""
+    n = "300000" if extra and SANITIZED else "3000000"  # a sanitized target's exits may trap
+    rc, out, err, rep = trace(["jt_plain"], [T["JUMP_TARGET"], "signals", n], timeout=300,
+                              extra=list(extra))
     check(rc == 0, f"status {rc}: {out} {err}")
     handled = int(out.split()[3])
     check(handled > 0, f"no signal handled: {out}")
     compare_counts(rep, expected(err), "signals", ["jt_plain"])
-    check(probe(rep, "jt_plain")["mode"] == "jump", "jt_plain is no jump probe")
+    p = probe(rep, "jt_plain")
+    check(p["mode"] == "jump", "jt_plain is no jump probe")
+    if extra:
+        by_jumps = SANITIZED or p["jump_returns"] > 0.99 * p["hits"]  # instrumented code may trap
+        check(p["returns"] == p["hits"] and p["latency"]["count"] == p["hits"] and by_jumps,
+              f"{p['hits']} calls, {p['returns']} returns ({p['jump_returns']} by trampolines), "
+              f"{p['latency']['count']} timed")
 
 
 def live_interval():
@@ -160,13 +169,28 @@ def thread_inside_while_patching():
     print(f"modes over {cycles} attaches: {modes}")
 
 
-def kill9_leaves_target_running():
+def kill9_leaves_target_running(extra=()):
     """ptss killed with SIGKILL while its only probe is a jump probe, 100 times: the
-    target keeps running correctly, new threads included (their misses find no tracer)."""
-    cycles = 10 if SANITIZED else 100
+    target keeps running correctly, new threads included (their misses find no tracer).
+    With --latency (extra): its entry and exit trampolines both, calls timed in the target."""
+    cycles = 10 if SANITIZED else 100 if not extra else 30
+    if extra:  # every site of probe_me must be a jmp: a trap left would kill the target
+        tgt = Target()
+        tr, out = attach(tgt.p.pid, ["probe_me"], extra=list(extra))
+        addr = symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me")
+        wait_until(lambda: read_mem(tgt.p.pid, addr, 1) == b"\xe9" or tr.poll() is not None,
+                   "ptss to place the jump")
+        tgt.say("call", "call 42")
+        p = detach(tr, out)[1]["probes"][0]
+        tgt.finish()
+        if p["mode"] != "jump" or p.get("trap_reason") or not p["jump_returns"]:
+            if SANITIZED:  # the instrumented code may allow no jmp at an exit: not this test's
+                print(f"SKIP: probe_me is not jumps only here: {p}")
+                sys.exit(77)
+            fail(f"probe_me is not jumps only: {p}")
     for i in range(cycles):
         tgt = Target()
-        tr, out = attach(tgt.p.pid, ["probe_me"])
+        tr, out = attach(tgt.p.pid, ["probe_me"], extra=list(extra))
         addr = symbol_addr(T["PTRACE_TARGET"], tgt.p.pid, "probe_me")
         wait_until(lambda: read_mem(tgt.p.pid, addr, 1) == b"\xe9" or tr.poll() is not None,
                    "ptss to place the jump")
@@ -193,6 +217,8 @@ SCENARIOS = {
     "jump-signals-in-trampolines": signals_in_trampolines,
     "jump-thread-inside-while-patching": thread_inside_while_patching,
     "jump-kill9-leaves-target-running": kill9_leaves_target_running,
+    "jump-latency-signals-in-trampolines": lambda: signals_in_trampolines(["--latency"]),
+    "jump-latency-kill9-leaves-target-running": lambda: kill9_leaves_target_running(["--latency"]),
 }
 
 if __name__ == "__main__":

@@ -39,6 +39,43 @@ bool scan_boundary(const struct jump_code *part, uint64_t addr)
 	return walk(part, at_boundary, &b) && b.found;
 }
 
+struct cover {
+	uint64_t want, start, end, recent[JUMP_PATCH_LEN]; /* the last boundaries, a ring */
+	unsigned n;
+	bool found;
+};
+
+static bool cover_walk(void *ctx, uint64_t addr, const ZydisDecodedInstruction *in,
+		       const ZydisDecodedOperand *ops)
+{
+	struct cover *c = ctx;
+	(void)ops;
+	c->recent[c->n++ % JUMP_PATCH_LEN] = addr;
+	if (addr < c->want)
+		return true;
+	c->found = addr == c->want;
+	c->end = addr + in->length;
+	return false;
+}
+
+bool scan_cover_start(const struct jump_code *part, uint64_t addr, unsigned min_len, uint64_t *start,
+		      uint64_t *end)
+{
+	struct cover c = { .want = addr };
+	if (!walk(part, cover_walk, &c) || !c.found)
+		return false;
+	/* Each instruction has a byte at least: the start is among the last min_len. */
+	for (unsigned i = 0; i < min_len && i < c.n; i++) {
+		uint64_t b = c.recent[(c.n - 1 - i) % JUMP_PATCH_LEN];
+		if (c.end - b >= min_len) {
+			*start = b;
+			*end = c.end;
+			return true;
+		}
+	}
+	return false;
+}
+
 struct exits {
 	const struct jump_code *parts;
 	size_t nparts, cap;

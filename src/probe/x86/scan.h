@@ -17,6 +17,12 @@
 /* Does an instruction of part start at addr, decoding from the part's start? */
 bool scan_boundary(const struct jump_code *part, uint64_t addr);
 
+/* The last instruction boundary *start of part from which whole instructions cover at
+ * least min_len (<= JUMP_PATCH_LEN) bytes and end with the instruction at addr, which ends
+ * at *end; false if addr is no boundary or there is no such start. */
+bool scan_cover_start(const struct jump_code *part, uint64_t addr, unsigned min_len, uint64_t *start,
+		      uint64_t *end);
+
 /*
  * The places where a function made of parts[0, nparts) may leave: every ret (or iret),
  * every direct jmp or jcc whose target is outside all its parts, every indirect jmp (a

@@ -26,4 +26,28 @@ ct_offs:
 	ret
 	.size ct_offs, .-ct_offs
 
+/* long ct_mixed(long x): ct_leaf(x) + 1. Its entry is a call (no jmp may displace
+ * it): an int3, while its ret may take a jmp that starts at the addq. */
+	.globl ct_mixed
+	.type ct_mixed, @function
+ct_mixed:
+	call ct_leaf
+	addq $1, %rax
+	nop
+	ret
+	.size ct_mixed, .-ct_mixed
+
+/* long ct_mixed2(long x): x + 3, or x + 2 if x < 0. Its entry may take a jmp; its ret
+ * may not (a branch lands on it, inside the bytes a jmp would cover). */
+	.globl ct_mixed2
+	.type ct_mixed2, @function
+ct_mixed2:
+	movq %rdi, %rax
+	addq $2, %rax
+	testq %rdi, %rdi
+	js 1f
+	addq $1, %rax
+1:	ret
+	.size ct_mixed2, .-ct_mixed2
+
 	.section .note.GNU-stack, "", @progbits

@@ -21,6 +21,8 @@
 long ct_leaf(long x);
 long ct_tail(long x);
 long ct_offs(long x);
+long ct_mixed(long x);
+long ct_mixed2(long x);
 int ct_sleep(int ms);
 long ct_fib(int n);
 void ct_deep(int n);
@@ -102,12 +104,14 @@ int main(int argc, char **argv)
 		ct_deep(5);
 	for (long i = 0; i < 7; i++)
 		sum += ct_tail(i) + ct_offs(i);
+	for (long i = -4; i < 5; i++)
+		sum += ct_mixed(i) + ct_mixed2(i);
 	sum += ct_args("abc\"\n", -5, 7, 0xff, 'x', true);
 	printf("sum %ld\n", sum);
 	fprintf(stderr, "calls_target: expect pid=%d ct_sleep=15 ct_fib=%ld ct_deep=6 ct_tail=7 "
-		"ct_leaf=7 ct_offs=7 ct_args=1\n", pid, fib_calls(12));
+		"ct_leaf=16 ct_offs=7 ct_args=1 ct_mixed=9 ct_mixed2=9\n", pid, fib_calls(12));
 	fprintf(stderr, "calls_target: returns pid=%d ct_sleep=15 ct_fib=%ld ct_deep=0 ct_tail=7 "
-		"ct_leaf=7 ct_offs=7 ct_args=1\n", pid, fib_calls(12));
+		"ct_leaf=16 ct_offs=7 ct_args=1 ct_mixed=9 ct_mixed2=9\n", pid, fib_calls(12));
 	fprintf(stderr, "calls_target: sleeps ms=5x10,40x5\n");
 	return 0;
 }
