@@ -11,6 +11,11 @@
  *             since a thread may move between reading it and adding (per-CPU sums only)
  *   own-row   a counter of its own that the thread already knows: the floor
  *
+ * and what timing a call pays at each end (issue 13), the clock read added to a counter:
+ *
+ *   rdtsc     what ptss's entry and exit trampolines read with --latency
+ *   rdtscp    the ordered read, waiting for the instructions before it
+ *
  * usage: bench_count_options [HITS]   (default 100000000); prints one JSON line per
  * option and thread count.
  */
@@ -22,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <x86intrin.h>
 
 #define TABLE_BITS 14
 #define HASH_MUL 0x9e3779b97f4a7c15ull
@@ -31,8 +37,8 @@ static uint64_t rows[64][256] __attribute__((aligned(64)));
 static uint64_t shared __attribute__((aligned(64)));
 static uint64_t hits;
 
-enum option { FS_TABLE, SHARED, PER_CPU, OWN_ROW, NOPTIONS };
-static const char *const names[] = { "fs-table", "shared", "per-cpu", "own-row" };
+enum option { FS_TABLE, SHARED, PER_CPU, OWN_ROW, RDTSC, RDTSCP, NOPTIONS };
+static const char *const names[] = { "fs-table", "shared", "per-cpu", "own-row", "rdtsc", "rdtscp" };
 
 struct run { enum option opt; int slot; pthread_barrier_t *go; };
 
@@ -73,6 +79,12 @@ static void *worker(void *arg)
 			unsigned cpu;
 			__asm__ volatile("rdpid %q0" : "=r"(cpu));
 			__atomic_fetch_add(&rows[cpu & 63][0], 1, __ATOMIC_RELAXED);
+			break;
+		}
+		case RDTSC: rows[r->slot][1] += __rdtsc(); break;
+		case RDTSCP: {
+			unsigned aux;
+			rows[r->slot][1] += __rdtscp(&aux);
 			break;
 		}
 		default: __atomic_store_n(&rows[r->slot][0], rows[r->slot][0] + 1, __ATOMIC_RELAXED); break;

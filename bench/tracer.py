@@ -4,14 +4,18 @@
 1. Per-hit cost: bench_hit_target N (a loop calling the noinline bench_hit N times) run
    untraced and under `ptss trace` (its default, the jump path: optimized probes),
    `ptss trace --no-optimize` (the int3 path: a ptrace stop per hit), `ptss trace --latency`
-   (every call timed: a stop at the entry and one at the return, on the trap row's target
-   and N), `uftrace record -P` (in-process dynamic patching), `ltrace -x`, kernel uprobes
+   (every call timed on the jump path: the entry's trampoline pushes a call frame, the
+   exits' trampolines time it in the target; the jump row's target and N), `ptss trace
+   --latency --no-optimize` (timed on the trap path: a stop at the entry and one at the
+   return; the trap row's target and N), `uftrace record -P` (in-process dynamic
+   patching), `ltrace -x`, kernel uprobes
    through bpftrace and gdb (a breakpoint whose commands count and continue), side by side
    in each round, in an order rotated round by round. Each tool is run twice per round: as
    a user would run it (the scheduler places tracer and target) and with both pinned to
    one CPU. Every tool runs the copy of the target built with -fpatchable-function-entry=5
    (what uftrace -P needs without capstone) where it works on it. Hit counts are checked
-   against N (and --latency's calls timed, its JSON latency.count). In the same
+   against N (and --latency's calls timed, its JSON latency.count; on the jump path also
+   the probe's mode, jump, and its returns timed by exit trampolines, jump_returns). In the same
    rounds, ptss's default path traces the target's loop split over 1 and over 2 threads
    (bench_hit_target N T), free placement only: the cost each thread pays per call.
 2. The cost of one injected system call, and 3. enable and fork clean-up against the
@@ -46,23 +50,30 @@ QUICK = {"rounds": 3, "n": {"ptss": 200000, "ptss_trap": 20000, "uftrace": 20000
                             "uprobes": 20000, "uprobes_plain": 20000, "ltrace": 2000,
                             "gdb": 300},
          "inject_k": 100, "inject_rounds": 5, "fork_reps": 3}
-for _cfg in (FULL, QUICK):  # --latency runs on the trap path: the trap row's N, to compare
-    _cfg["n"]["ptss_latency"] = _cfg["n"]["ptss_trap"]
+for _cfg in (FULL, QUICK):  # each --latency row: the N of the entry probe it compares to
+    _cfg["n"]["ptss_latency"] = _cfg["n"]["ptss"]
+    _cfg["n"]["ptss_latency_trap"] = _cfg["n"]["ptss_trap"]
 FORK_PAGES = [1, 10, 100, 1000, 4096]
 # "ptss": `ptss trace` as it runs by default (the jump path); "ptss_trap": the int3 path;
-# "ptss_latency": `ptss trace --latency`, every call timed: int3 at the entry and the returns.
+# "ptss_latency": `ptss trace --latency`, every call timed on the jump path (trampolines at
+# the entry and at the returns, no stop); "ptss_latency_trap": `--latency --no-optimize`,
+# timed on the trap path (int3 at the entry and at the returns: two stops per call).
 # "uprobes_plain": uprobes on the plain target, whatever the others run: on the patchable
 # copy the probed instruction is a nop, which the kernel emulates instead of single-stepping.
-PTSS = ["ptss", "ptss_trap", "ptss_latency"]
+PTSS = ["ptss", "ptss_trap", "ptss_latency", "ptss_latency_trap"]
+# Each --latency row runs on the target of, and is judged against, its path's entry probe.
+LATENCY_OF = {"ptss_latency": "ptss", "ptss_latency_trap": "ptss_trap"}
 TOOLS = PTSS + ["uftrace", "uprobes", "uprobes_plain", "ltrace", "gdb"]
 LABEL = {"untraced": "untraced (the loop itself)", "ptss": "ptss trace (jump)",
          "ptss_trap": "ptss trace --no-optimize (trap)", "ptss_latency": "ptss trace --latency",
+         "ptss_latency_trap": "ptss trace --latency --no-optimize",
          "uftrace": "uftrace record -P", "uprobes": "uprobes (bpftrace)",
          "uprobes_plain": "uprobes (bpftrace), plain target", "ltrace": "ltrace -x",
          "gdb": "gdb breakpoint"}
 UPROBES = ("uprobes", "uprobes_plain")
 SHORT = {"untraced": "untraced", "ptss": "ptss jump", "ptss_trap": "ptss trap",
-         "ptss_latency": "ptss --latency", "uftrace": "uftrace -P", "uprobes": "uprobes",
+         "ptss_latency": "ptss --latency", "ptss_latency_trap": "ptss --latency trap",
+         "uftrace": "uftrace -P", "uprobes": "uprobes",
          "uprobes_plain": "uprobes, plain target", "ltrace": "ltrace -x", "gdb": "gdb"}  # the plot's
 # Where ptss has no --no-optimize, its default is the trap path: run as "ptss_trap".
 TRAP_ONLY_LABEL = "ptss trace (trap: this build has no --no-optimize)"
@@ -138,6 +149,23 @@ def run(argv, timeout=300):
     return time.perf_counter() - t0, out, rc
 
 
+def timing_failure(tool, n, info):
+    """Why a --latency run (tool) of n calls did not time them as it should, or None (and
+    None for the other tools): latency.count = n; on the jump path (ptss_latency) also the
+    probe's mode jump and jump_returns = n (every return timed by an exit trampoline)."""
+    if tool not in LATENCY_OF:
+        return None
+    if info.get("timed") != n:
+        return f"latency.count {info.get('timed')}"
+    if tool == "ptss_latency":
+        if info.get("modes") != ["jump"]:
+            return (f"probe mode {', '.join(info.get('modes') or ['none'])}, not jump"
+                    + (f" ({'; '.join(info['trap_reasons'])})" if info.get("trap_reasons") else ""))
+        if info.get("jump_returns") != n:
+            return f"jump_returns {info.get('jump_returns')}"
+    return None
+
+
 class Tools:
     """The command line of each tracer, the target it runs, and how to read its hit count."""
 
@@ -189,7 +217,8 @@ class Tools:
             if os.path.exists(self.ptss_out):
                 os.unlink(self.ptss_out)
             path = {"ptss_trap": ["--no-optimize"] if self.no_optimize else [],
-                    "ptss_latency": ["--latency"]}.get(tool, [])
+                    "ptss_latency": ["--latency"],
+                    "ptss_latency_trap": ["--latency", "--no-optimize"]}.get(tool, [])
             return ([self.ptss, "trace", "-q"] + path
                     + ["--format", "json", "-o", self.ptss_out, "bench_hit", "--"] + hit)
         if tool == "uftrace":
@@ -210,7 +239,7 @@ class Tools:
         """(the hits the tracer saw in the run whose output is out, None if unknown; what
         else ptss's JSON report says of them, {} for the other tools: see ptss_report)."""
         if tool in PTSS:
-            return self.ptss_report(timed=tool == "ptss_latency")
+            return self.ptss_report(timed=tool in LATENCY_OF)
         if tool == "uftrace":
             return self.uftrace_count(), {}
         if tool == "ltrace":  # -o /dev/null: ltrace_count runs ltrace -c for its count
@@ -221,8 +250,9 @@ class Tools:
     def ptss_report(self, timed=False):
         """(bench_hit's hits, None if the report cannot be read; {"modes": the probe modes,
         None if the report gives none}, and with timed (--latency) "timed": the calls timed
-        entry to return (latency.count, None if absent) and "latency_ns": ptss's own p50
-        and p99 of them)."""
+        entry to return (latency.count, None if absent), "jump_returns": the returns timed
+        by exit trampolines (None if absent), "latency_ns": ptss's own p50 and p99 of them,
+        and "trap_reasons" where the report says why a probe is a trap probe)."""
         try:
             with open(self.ptss_out) as f:
                 probes = [p for p in json.load(f)["probes"] if p["probe"].endswith(":bench_hit")]
@@ -233,7 +263,11 @@ class Tools:
         if timed:  # bench_hit is one function: one probe
             lat = (probes[0].get("latency") or {}) if len(probes) == 1 else {}
             info["timed"] = lat.get("count")
+            info["jump_returns"] = probes[0].get("jump_returns") if len(probes) == 1 else None
             info["latency_ns"] = {q: lat.get(f"{q}_ns") for q in ("p50", "p99")}
+            reasons = sorted({p["trap_reason"] for p in probes if p.get("trap_reason")})
+            if reasons:
+                info["trap_reasons"] = reasons
         return hits, info
 
     def uftrace_count(self):
@@ -269,9 +303,10 @@ class Tools:
         if tool in PTSS:
             if not os.access(self.ptss, os.X_OK):
                 return f"{self.ptss} is not built"
-            if tool == "ptss_latency" and not self.latency:
+            if tool in LATENCY_OF and not self.latency:
                 return NO_LATENCY_WHY
-            return NO_JUMP_WHY if tool == "ptss" and not self.no_optimize else None
+            return (NO_JUMP_WHY if tool in ("ptss", "ptss_latency_trap") and not self.no_optimize
+                    else None)
         exe = "bpftrace" if tool in UPROBES else tool
         if not shutil.which(exe):
             return f"{exe} is not installed (scripts/deps installs it)"
@@ -280,12 +315,16 @@ class Tools:
         return None
 
     def failure(self, tool, target):
-        """Why tool does not count 10 hits right on target, or None when it does."""
+        """Why tool does not count 10 hits right on target (with --latency: or does not time
+        them as it should, timing_failure), or None when it does."""
         n = 10
         _, out, rc = run(self.argv(tool, n, target=target), timeout=120)
-        got = self.ltrace_count(n, target) if tool == "ltrace" else self.result(tool, out)[0]
-        if rc == 0 and LOOP_RE.search(out) is not None and got == n:
+        got, info = (self.ltrace_count(n, target), {}) if tool == "ltrace" else self.result(tool, out)
+        timing = timing_failure(tool, n, info)
+        if rc == 0 and LOOP_RE.search(out) is not None and got == n and timing is None:
             return None
+        if rc == 0 and got == n and timing:
+            return f"{timing} for {n} calls"
         errors = [l.strip() for l in out.splitlines()
                   if re.search(r"error|denied|not permitted|cannot|failed", l, re.I)]
         return (f"exit status {rc}, {'no' if got is None else got} hits counted for {n}: "
@@ -297,8 +336,8 @@ class Tools:
             why = self.missing(tool)
             failures = []
             targets = [self.plain] if tool == "uprobes_plain" else self.targets
-            if tool == "ptss_latency" and "ptss_trap" in self.binary:
-                targets = [self.binary["ptss_trap"]]  # its goal compares the two on one path
+            if LATENCY_OF.get(tool) in self.binary:  # its goal compares the two on one path
+                targets = [self.binary[LATENCY_OF[tool]]]
             for target in [] if why else targets:
                 fail = self.failure(tool, target)
                 if fail is None:
@@ -377,7 +416,9 @@ def per_hit_figures(raw):
     """Per hit, by (tool, threads, placement). Each traced run is paired with the untraced
     run just before it; a figure is what each thread paid per call: the loop's (or the
     command's) added wall time over the calls one thread made. A run counted right when
-    its hits, and with --latency its calls timed, are N. Also the untraced single loop's
+    its hits, and with --latency its calls timed, are N (and for --latency on the jump
+    path, its mode is jump and its jump_returns N: timing_failure). Also the untraced
+    single loop's
     own ns per call, by placement."""
     hits, prev, untraced = {}, {}, {}
     for rec in raw:
@@ -401,7 +442,8 @@ def per_hit_figures(raw):
         h["wall"][r] = (rec["wall_ns"] - base["wall_ns"]) / calls
         # What the whole command added besides the hits: start-up and tear-down.
         h["startup"][r] = (rec["wall_ns"] - base["wall_ns"]) - (rec["loop_ns"] - base["loop_ns"])
-        h["counted"].add(rec["count"] == rec["n"] == rec.get("timed", rec["n"]))
+        h["counted"].add(rec["count"] == rec["n"]
+                         and timing_failure(rec["tool"], rec["n"], rec) is None)
         h["modes"].update(rec.get("modes") or [])
         for q, ns in (rec.get("latency_ns") or {}).items():  # ptss --latency's own figures
             if ns is not None:
@@ -472,9 +514,12 @@ def per_hit_goals(a, raw, tools):
     # Issue 13. Per hit (loop) is already the cost added to the untraced loop.
     # "adds at most 2x the cost of a plain entry probe": latency - entry <= 2 x entry.
     ratio_goal("latency adds at most 2x a plain entry probe on the same path "
-               "(latency / entry <= 3)", "ptss_latency", "ptss_trap", 3)
-    ratio_goal("latency against uftrace -P (entry and exit timestamps too)", "ptss_latency",
-               "uftrace", None, "for reference, not judged: issue 13 sets no target")
+               "(latency / entry <= 3)", "ptss_latency", "ptss", 3)
+    ratio_goal("the same on the trap path (--latency --no-optimize / --no-optimize <= 3)",
+               "ptss_latency_trap", "ptss_trap", 3)
+    for tool in LATENCY_OF:
+        ratio_goal("latency against uftrace -P (entry and exit timestamps too)", tool,
+                   "uftrace", None, "for reference, not judged: issue 13 sets no target")
     return goals
 
 
@@ -511,12 +556,14 @@ def analyse(raw, tools, cfg, mode):
     a["per_hit"] = per_hit
 
     # In the target's single loop: ptss's jump and trap paths against every other tool (the
-    # jump path against the trap path too); --latency against the trap path (the same
-    # stops, plus the returns') and against uftrace -P (which records entry and exit too).
+    # jump path against the trap path too); each --latency row against its path's entry
+    # probe (jump: the entry's trampoline plus the exits'; trap: the same stops plus the
+    # returns') and against uftrace -P (which records entry and exit too).
     others = [t for t in TOOLS if t not in PTSS]
     ratios = []
     for num, dens in (("ptss", ["ptss_trap"] + others), ("ptss_trap", others),
-                      ("ptss_latency", ["ptss_trap", "uftrace"])):
+                      ("ptss_latency", ["ptss", "uftrace"]),
+                      ("ptss_latency_trap", ["ptss_trap", "uftrace"])):
         for placement in PLACEMENTS:
             p = hits.get((num, 0, placement))
             for den in dens:
@@ -650,7 +697,9 @@ def markdown_hits(a):
             L.append(f"- {label[h['tool']]}, {h['placement']}: its own figures for bench_hit, "
                      "entry to return, over the runs: "
                      + ", ".join(f"{q} {span(v, 0)} ns" for q, v in h["ptss_latency_ns"].items())
-                     + " (each run's `latency.count` is checked = N with its hits).")
+                     + " (each run's `latency.count` is checked = N with its hits"
+                     + ("; its probe mode = jump and `jump_returns` = N)."
+                        if h["tool"] == "ptss_latency" else ")."))
     if a["ltrace_c_count"]:
         c = a["ltrace_c_count"]
         L.append(f"- ltrace's own count (`ltrace -c -x bench_hit`, N = {c['n']}): {c['count']} calls.")
