@@ -99,11 +99,13 @@ static void latency_add_block(struct latency **l, const uint8_t *lat, double ns_
 	}
 }
 
-static const uint8_t *lat_column(const uint8_t *call_block, uint32_t col)
+static uint8_t *lat_column(uint8_t *call_block, uint32_t col)
 {
 	return call_block + JUMP_CALL_STACK_BYTES + (size_t)col * JUMP_LAT_BYTES;
 }
 
+/* The slot's next thread starts empty. Only what was written is cleared: a page of the
+ * data area that no one wrote takes no memory, and a write of zeros would give it some. */
 void calls_fold_timed(struct tracer *t, struct thread *th)
 {
 	const struct jumps *j = th->proc->jumps;
@@ -112,12 +114,20 @@ void calls_fold_timed(struct tracer *t, struct thread *th)
 	double npt = j->nlat ? timed_ns_per_tick(t) : 0;
 	for (uint32_t c = 0; c < j->nlat; c++) {
 		struct row *r = j->lat_rows[c];
+		uint8_t *lat = lat_column(th->call_block, c);
 		uint64_t returns = 0;
-		latency_add_block(&r->lat, lat_column(th->call_block, c), npt, &returns);
+		latency_add_block(&r->lat, lat, npt, &returns);
 		r->returns += returns;
 		r->jump_returns += returns;
+		uint64_t min_not;
+		memcpy(&min_not, lat + JUMP_LAT_MIN_NOT, 8);
+		if (returns || min_not)
+			memset(lat, 0, JUMP_LAT_BYTES);
 	}
-	memset(th->call_block, 0, JUMPS_CALL_BYTES); /* the slot's next thread starts empty */
+	uint32_t depth;
+	memcpy(&depth, th->call_block, 4);
+	if (depth)
+		memset(th->call_block, 0, 4);
 }
 
 /* The value below which a fraction q of the samples lie: the middle of its sub-bucket. */

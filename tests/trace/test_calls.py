@@ -175,6 +175,34 @@ def offsets():
         check(rc == 3 and words in err and "sum" not in out, f"{bad}: status {rc}, {err!r}")
 
 
+def threads_come_and_go():
+    """Waves of threads, each calling counted_fn and taking signals whose handlers call it
+    too, while other threads loop on busy_fn: a thread's slot, its call block included,
+    goes to a thread born later. Every call returns once and is timed once, no more: a
+    block not emptied when its thread went would time calls twice."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as f:
+        p = subprocess.Popen([*PTSS_CMD, "trace", "-q", "--latency", "--format", "json", "-o", f.name,
+                              "counted_fn", "busy_fn", "--", T["CHURN"], "8"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        check(p.stdout.readline().strip() == "ready", "churn did not start")
+        made = 0
+        for _ in range(4 if SANITIZED else 20):
+            p.stdin.write("go 8 40\n")
+            line = p.stdout.readline().strip()
+            check(line.startswith("done "), f"churn answered {line!r}")
+            made += int(line.split()[1])
+        out, err = p.communicate("quit\n", timeout=120)
+        check(p.returncode == 0 and out.startswith("bye "), f"status {p.returncode}: {out!r} {err}")
+        got = by_name(json.loads(open(f.name).read()))
+    for fn, q in got.items():
+        timed = q["latency"]["count"] if "latency" in q else 0
+        check(q["returns"] == q["hits"] and timed == q["hits"],
+              f"{fn}: {q['hits']} calls, {q['returns']} returns, {timed} timed")
+        check(q["mode"] == "jump" and (SANITIZED or q["jump_returns"] > 0),
+              f"{fn}: a {q['mode']} probe, {q['jump_returns']} returns by trampolines")
+    check(got["counted_fn"]["hits"] == made, f"counted_fn: {got['counted_fn']['hits']}, made {made}")
+
+
 PY_WORK = """
 import threading
 def work(k):
@@ -234,6 +262,7 @@ SCENARIOS = {
     "calls-threads-latency": threads_latency,
     "calls-offsets": offsets,
     "calls-python-malloc": python_malloc,
+    "calls-threads-come-and-go": threads_come_and_go,
     "calls-bad-signatures": bad_signatures,
 }
 
