@@ -198,7 +198,7 @@ def threads_come_and_go():
         timed = q["latency"]["count"] if "latency" in q else 0
         check(q["returns"] == q["hits"] and timed == q["hits"],
               f"{fn}: {q['hits']} calls, {q['returns']} returns, {timed} timed")
-        check(q["mode"] == "jump" and (SANITIZED or q["jump_returns"] > 0),
+        check(SANITIZED or (q["mode"] == "jump" and q["jump_returns"] > 0),  # -O0 code may trap
               f"{fn}: a {q['mode']} probe, {q['jump_returns']} returns by trampolines")
     check(got["counted_fn"]["hits"] == made, f"counted_fn: {got['counted_fn']['hits']}, made {made}")
 
