@@ -76,8 +76,8 @@ static void latency_add(struct row *r, uint64_t ns)
 }
 
 /* A timed column of a call block (x86/jump.h) into *l, in ns: each bucket's calls at its
- * middle, the extremes exact. Its returns are added to *returns. */
-static void latency_add_block(struct latency **l, const uint8_t *lat, double ns_per_tick, uint64_t *returns)
+ * middle, the extremes exact. Its returns are added to *returns. false: it is empty. */
+static bool latency_add_block(struct latency **l, const uint8_t *lat, double ns_per_tick, uint64_t *returns)
 {
 	uint64_t ret, max, min_not;
 	memcpy(&ret, lat + JUMP_LAT_RETURNS, 8);
@@ -85,7 +85,7 @@ static void latency_add_block(struct latency **l, const uint8_t *lat, double ns_
 	memcpy(&min_not, lat + JUMP_LAT_MIN_NOT, 8);
 	*returns += ret;
 	if (!min_not)
-		return; /* none timed */
+		return ret != 0; /* none timed */
 	struct latency *to = latency_of(l);
 	latency_extremes(to, (uint64_t)((double)~min_not * ns_per_tick), (uint64_t)((double)max * ns_per_tick));
 	for (unsigned b = 0; b < JUMP_LAT_BUCKETS; b++) {
@@ -97,6 +97,7 @@ static void latency_add_block(struct latency **l, const uint8_t *lat, double ns_
 		uint64_t hi = b + 1 < JUMP_LAT_BUCKETS ? jump_lat_bucket_lo(b + 1) : lo + lo / 4;
 		latency_bucket_add(to, (uint64_t)((double)(lo + hi - 1) / 2 * ns_per_tick), n);
 	}
+	return true;
 }
 
 static uint8_t *lat_column(uint8_t *call_block, uint32_t col)
@@ -116,12 +117,10 @@ void calls_fold_timed(struct tracer *t, struct thread *th)
 		struct row *r = j->lat_rows[c];
 		uint8_t *lat = lat_column(th->call_block, c);
 		uint64_t returns = 0;
-		latency_add_block(&r->lat, lat, npt, &returns);
+		bool written = latency_add_block(&r->lat, lat, npt, &returns);
 		r->returns += returns;
 		r->jump_returns += returns;
-		uint64_t min_not;
-		memcpy(&min_not, lat + JUMP_LAT_MIN_NOT, 8);
-		if (returns || min_not)
+		if (written)
 			memset(lat, 0, JUMP_LAT_BYTES);
 	}
 	uint32_t depth;

@@ -28,7 +28,10 @@ static int on_site(struct tracer *t, struct thread *th, struct user_regs_struct 
 		jumps_miss(t, th, regs, s);
 		return ptrace(PTRACE_CONT, th->tid, 0, 0) ? -errno : 0;
 	}
-	if (s->jumped && s->jump.addr == s->addr) { /* its int3's trap, from before the jmp: run the jmp */
+	/* Its int3's trap, from before the jmp: run the jmp. (An exit whose jmp starts before
+	 * it, whose int3 trapped just before the patch, is a plain hit below: the ret or jmp
+	 * is emulated.) */
+	if (s->jumped && s->jump.addr == s->addr) {
 		regs->rip = s->addr;
 		if (ptrace(PTRACE_SETREGS, th->tid, 0, regs) || ptrace(PTRACE_CONT, th->tid, 0, 0))
 			return -errno;
